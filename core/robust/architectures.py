@@ -1,0 +1,148 @@
+"""Architectures by name, so a bare state_dict or safetensors file can be rebuilt into a model.
+
+`torchvision:<name>` is any torchvision classification model (built without weights); the
+`builtin:` nets are small ones for tests, demos and digit-sized inputs.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+
+import torchvision
+from torch import nn
+
+from core.robust.errors import InvalidConfig, ModelLoadError
+
+TORCHVISION_PREFIX = "torchvision:"
+BUILTIN_PREFIX = "builtin:"
+
+Builder = Callable[[tuple[int, int, int], int], nn.Module]
+
+
+def _digits_cnn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    channels, height, width = input_shape
+    if height < 2 or width < 2:
+        raise ModelLoadError(
+            f"builtin:digits_cnn needs inputs of at least 2x2 pixels, got {height}x{width}"
+        )
+    return nn.Sequential(
+        nn.Conv2d(channels, 16, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * (height // 2) * (width // 2), 64),
+        nn.ReLU(),
+        nn.Linear(64, num_classes),
+    )
+
+
+def _mlp(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    channels, height, width = input_shape
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(channels * height * width, 128),
+        nn.ReLU(),
+        nn.Linear(128, num_classes),
+    )
+
+
+def _conv_block(in_channels: int, out_channels: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+    ]
+
+
+def _small_cnn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    channels, height, width = input_shape
+    if height < 4 or width < 4:
+        raise ModelLoadError(
+            f"builtin:small_cnn needs inputs of at least 4x4 pixels, got {height}x{width}"
+        )
+    # Adaptive pooling at the end lets one definition serve 8x8 digits and 32x32 CIFAR alike.
+    return nn.Sequential(
+        *_conv_block(channels, 32),
+        *_conv_block(32, 32),
+        nn.MaxPool2d(2),
+        *_conv_block(32, 64),
+        *_conv_block(64, 64),
+        nn.MaxPool2d(2),
+        *_conv_block(64, 128),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(128, num_classes),
+    )
+
+
+_BUILTINS: dict[str, Builder] = {
+    "builtin:digits_cnn": _digits_cnn,
+    "builtin:mlp": _mlp,
+    "builtin:small_cnn": _small_cnn,
+}
+
+
+def _torchvision_classifiers() -> list[str]:
+    # Listing the top-level module only leaves out detection, segmentation and video models,
+    # whose outputs are not class logits.
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def list_architectures() -> list[str]:
+    """Every architecture name `build_architecture` accepts: built-ins, then torchvision's."""
+    return sorted(_BUILTINS) + [TORCHVISION_PREFIX + name for name in _torchvision_classifiers()]
+
+
+def _unknown(name: str) -> ModelLoadError:
+    close = difflib.get_close_matches(name, list_architectures(), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return ModelLoadError(
+        f"unknown architecture {name!r}: use one of {', '.join(sorted(_BUILTINS))}, or "
+        f"torchvision:<name> for any torchvision classification model "
+        f"(e.g. torchvision:resnet18).{hint}"
+    )
+
+
+def _check_input(input_shape: tuple[int, int, int], num_classes: int) -> tuple[int, int, int]:
+    shape = tuple(input_shape)
+    if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise InvalidConfig(f"input_shape must be three positive integers [C, H, W], got {shape}")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise InvalidConfig(f"num_classes must be a positive integer, got {num_classes!r}")
+    return shape  # type: ignore[return-value]
+
+
+def _build_torchvision(model_name: str, num_classes: int) -> nn.Module:
+    if model_name not in _torchvision_classifiers():
+        if model_name in torchvision.models.list_models():
+            raise ModelLoadError(
+                f"torchvision:{model_name} is not a classification model; only torchvision "
+                "classification models (e.g. torchvision:resnet18) are accepted"
+            )
+        raise _unknown(TORCHVISION_PREFIX + model_name)
+    try:
+        # weights=None: never download anything; the user's file supplies the weights.
+        return torchvision.models.get_model(model_name, weights=None, num_classes=num_classes)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(
+            f"could not build torchvision:{model_name} with num_classes={num_classes}: {exc}"
+        ) from exc
+
+
+def build_architecture(
+    name: str, *, input_shape: tuple[int, int, int], num_classes: int
+) -> nn.Module:
+    """Build the named architecture with fresh weights for `input_shape` and `num_classes`.
+
+    Raises ModelLoadError for an unknown name, InvalidConfig for a malformed shape.
+    """
+    shape = _check_input(input_shape, num_classes)
+    if name.startswith(TORCHVISION_PREFIX):
+        return _build_torchvision(name.removeprefix(TORCHVISION_PREFIX), num_classes)
+    builder = _BUILTINS.get(name)
+    if builder is None:
+        raise _unknown(name)
+    return builder(shape, num_classes)

@@ -1,0 +1,91 @@
+"""The architecture registry: names to freshly built classifiers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.robust.architectures import build_architecture, list_architectures
+from core.robust.data import load_digits
+from core.robust.errors import InvalidConfig, ModelLoadError
+
+
+@pytest.mark.parametrize(
+    ("name", "input_shape"),
+    [
+        ("builtin:digits_cnn", (1, 8, 8)),
+        ("builtin:digits_cnn", (3, 5, 7)),
+        ("builtin:mlp", (1, 8, 8)),
+        ("builtin:small_cnn", (3, 32, 32)),
+        ("builtin:small_cnn", (1, 8, 8)),
+    ],
+)
+def test_builtin_gives_logits_for_its_input_shape(
+    name: str, input_shape: tuple[int, int, int]
+) -> None:
+    net = build_architecture(name, input_shape=input_shape, num_classes=7).eval()
+    with torch.no_grad():
+        logits = net(torch.rand(2, *input_shape))
+    assert logits.shape == (2, 7)
+
+
+def test_torchvision_resnet18_builds_for_cifar_shape() -> None:
+    net = build_architecture("torchvision:resnet18", input_shape=(3, 32, 32), num_classes=10)
+    with torch.no_grad():
+        logits = net.eval()(torch.rand(2, 3, 32, 32))
+    assert logits.shape == (2, 10)
+
+
+def test_unknown_name_is_refused_with_what_is_available() -> None:
+    with pytest.raises(ModelLoadError) as caught:
+        build_architecture("builtin:resnet9000", input_shape=(1, 8, 8), num_classes=10)
+    message = str(caught.value)
+    assert "builtin:digits_cnn" in message
+    assert "torchvision:<name>" in message
+
+
+def test_unknown_torchvision_name_suggests_close_match() -> None:
+    with pytest.raises(ModelLoadError, match="torchvision:resnet18"):
+        build_architecture("torchvision:resnet81", input_shape=(3, 32, 32), num_classes=10)
+
+
+def test_torchvision_detection_model_is_refused_as_not_classification() -> None:
+    with pytest.raises(ModelLoadError, match="not a classification model"):
+        build_architecture(
+            "torchvision:fasterrcnn_resnet50_fpn", input_shape=(3, 32, 32), num_classes=10
+        )
+
+
+def test_digits_cnn_needs_two_by_two_inputs() -> None:
+    with pytest.raises(ModelLoadError, match="at least 2x2"):
+        build_architecture("builtin:digits_cnn", input_shape=(1, 1, 8), num_classes=10)
+
+
+def test_malformed_input_shape_is_invalid_config() -> None:
+    with pytest.raises(InvalidConfig, match="input_shape"):
+        build_architecture("builtin:mlp", input_shape=(8, 8), num_classes=10)  # type: ignore[arg-type]
+
+
+def test_list_architectures_has_builtins_and_only_torchvision_classifiers() -> None:
+    names = list_architectures()
+    assert {"builtin:digits_cnn", "builtin:mlp", "builtin:small_cnn"} <= set(names)
+    assert "torchvision:resnet18" in names
+    assert "torchvision:fasterrcnn_resnet50_fpn" not in names
+
+
+def test_digits_cnn_trains_past_95_percent_on_digits_in_seconds() -> None:
+    torch.manual_seed(0)
+    digits = load_digits()
+    net = build_architecture("builtin:digits_cnn", input_shape=(1, 8, 8), num_classes=10)
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(6):
+        for images, labels in digits.train.batches(64, generator=generator):
+            loss = torch.nn.functional.cross_entropy(net(images), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    images, labels = digits.test_tensors()
+    with torch.no_grad():
+        accuracy = (net.eval()(images).argmax(1) == labels).float().mean().item()
+    assert accuracy > 0.95
