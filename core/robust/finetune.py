@@ -46,7 +46,9 @@ class FinetuneConfig:
     loss: str = "pgd"  # "pgd": Madry's PGD-AT; "trades": Zhang et al.'s TRADES
     trades_beta: float = 6.0
     attack: str = "pgd"  # "fgsm": one step from a random start (fast mode)
-    epsilon_rampup_epochs: float = 0.0
+    # epsilon grows linearly from 0 over this fraction of the run: a non-robust model asked to
+    # resist the full radius at once can collapse to a constant prediction.
+    epsilon_rampup_fraction: float = 0.3
     val_attack_steps: int = 10
     val_max_samples: int = 500
     seed: int = 0
@@ -66,8 +68,10 @@ class FinetuneConfig:
             raise InvalidConfig(f"weight_decay must be in [0, 1), got {self.weight_decay}")
         if not 0 <= self.trades_beta <= 100:
             raise InvalidConfig(f"trades_beta must be in [0, 100], got {self.trades_beta}")
-        if not 0 <= self.epsilon_rampup_epochs <= self.epochs:
-            raise InvalidConfig("epsilon_rampup_epochs must be between 0 and epochs")
+        if not 0 <= self.epsilon_rampup_fraction <= 1:
+            raise InvalidConfig(
+                f"epsilon_rampup_fraction must be in [0, 1], got {self.epsilon_rampup_fraction}"
+            )
         if self.val_attack_steps < 1 or self.val_max_samples < 1:
             raise InvalidConfig("val_attack_steps and val_max_samples must be at least 1")
         self.schedule_config()  # validates the schedule's own knobs
@@ -190,7 +194,7 @@ class _Run:
         self.train_seconds = 0.0
 
     def epsilon_at(self, step: int) -> float:
-        rampup_steps = self.config.epsilon_rampup_epochs * self.steps_per_epoch
+        rampup_steps = self.config.epsilon_rampup_fraction * self.total_steps
         if rampup_steps <= 0:
             return self.threat.epsilon
         return self.threat.epsilon * min(1.0, (step + 1) / rampup_steps)

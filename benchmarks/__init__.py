@@ -1,0 +1,1 @@
+"""Benchmarks behind the figures in DESIGN.md: run each as `python -m benchmarks.<name>`."""

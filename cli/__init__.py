@@ -1,0 +1,1 @@
+"""The `robustify` command and the SDK it uses."""
