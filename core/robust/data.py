@@ -16,6 +16,36 @@ import torch
 from core.robust.errors import DatasetError
 
 
+@dataclass(frozen=True)
+class BuiltinDataset:
+    name: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    description: str
+
+
+BUILTIN_DATASETS = {
+    spec.name: spec
+    for spec in (
+        BuiltinDataset(
+            "builtin:digits",
+            (1, 8, 8),
+            10,
+            "scikit-learn's 8x8 digits, bundled: 1,437 train / 360 test",
+        ),
+        BuiltinDataset("builtin:mnist", (1, 28, 28), 10, "MNIST, read from the data folder"),
+        BuiltinDataset(
+            "builtin:fashion_mnist", (1, 28, 28), 10, "Fashion-MNIST, read from the data folder"
+        ),
+        BuiltinDataset("builtin:cifar10", (3, 32, 32), 10, "CIFAR-10, read from the data folder"),
+        BuiltinDataset(
+            "builtin:cifar100", (3, 32, 32), 100, "CIFAR-100, read from the data folder"
+        ),
+        BuiltinDataset("builtin:svhn", (3, 32, 32), 10, "SVHN, read from the data folder"),
+    )
+}
+
+
 class ImageDataset:
     """Images held in memory, as uint8 (0..255) or float (0..1) NCHW, with int64 labels.
 

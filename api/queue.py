@@ -1,0 +1,31 @@
+"""enqueue(job_id): a message that only says "look at job X", sent by the task's name."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from core.broker import JOBS_QUEUE, RUN_JOB_TASK, celery_config
+from core.config import Settings
+
+
+class JobQueue:
+    def __init__(self, settings: Settings) -> None:
+        self.celery = Celery("robustify-api")
+        self.celery.conf.update(celery_config(settings))
+
+    def enqueue(self, job_id: str) -> None:
+        self.celery.send_task(RUN_JOB_TASK, args=[job_id], queue=JOBS_QUEUE)
+
+    def depth(self) -> int | None:
+        """Messages waiting in the jobs queue, where the broker can tell."""
+        try:
+            with self.celery.connection_for_write() as connection:
+                channel = connection.default_channel
+                return int(channel.queue_declare(queue=JOBS_QUEUE, passive=True).message_count)
+        except Exception:  # not every transport can tell; the metric is then absent
+            return None
+
+    def ping(self) -> None:
+        """Raise if the broker cannot be reached."""
+        with self.celery.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=2)

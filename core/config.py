@@ -1,0 +1,66 @@
+"""Settings: one object, read from ROBUSTIFY_* environment variables at the edge and passed down.
+
+The defaults are the embedded configuration: everything lives in `data_dir` (a SQLite file,
+a filesystem Celery transport, an artifact folder), so one machine runs with nothing to install.
+Production points `database_url` at PostgreSQL and `broker_url` at Redis.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ROBUSTIFY_", extra="ignore")
+
+    data_dir: Path = Path(".robustify")
+    database_url: str | None = None  # default: sqlite:///<data_dir>/robustify.db
+    broker_url: str | None = None  # default: filesystem transport under <data_dir>/broker
+    artifacts_dir: Path | None = None  # default: <data_dir>/artifacts
+    datasets_dir: Path | None = None  # torchvision datasets; default: <data_dir>/datasets
+    allow_download: bool = False
+
+    # Uploads: the limit is enforced on the bytes received, not on Content-Length.
+    max_model_bytes: int = Field(default=1024**3, ge=1)
+    max_dataset_bytes: int = Field(default=4 * 1024**3, ge=1)
+    # Upload validation runs in a child process with these limits.
+    validation_timeout_seconds: float = Field(default=120.0, gt=0)
+    validation_memory_bytes: int = Field(default=16 * 1024**3, ge=256 * 1024**2)
+
+    # Job life: a worker renews its lease every heartbeat; an expired lease means a lost worker.
+    lease_seconds: float = Field(default=120.0, gt=0)
+    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    sweep_interval_seconds: float = Field(default=30.0, gt=0)
+    # Celery: hard time limit < visibility timeout (a message is never redelivered mid-run).
+    task_time_limit_seconds: int = Field(default=24 * 3600, ge=60)
+    worker_device: str | None = None  # e.g. "cuda:0"; default: cuda if available, else cpu
+
+    log_level: str = "INFO"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'robustify.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        return (self.data_dir / "broker").resolve()
+
+    @property
+    def resolved_artifacts_dir(self) -> Path:
+        return (self.artifacts_dir or self.data_dir / "artifacts").resolve()
+
+    @property
+    def resolved_datasets_dir(self) -> Path:
+        return (self.datasets_dir or self.data_dir / "datasets").resolve()
+
+    @property
+    def visibility_timeout_seconds(self) -> int:
+        return self.task_time_limit_seconds + 3600
