@@ -172,7 +172,13 @@ def _ratio_cell(comparison: dict[str, Any], key: str) -> str:
     values = [e[key] for e in comparison["per_seed"] if key in e]
     if not values:
         return "never reached"
+    if len(values) == 1:
+        return f"{values[0]:.2f}x (1 seed)"
     return f"{fmt_num(values, 2)}x"
+
+
+def _min_max(values: list[float]) -> str:
+    return f"{100 * min(values):.1f}–{100 * max(values):.1f}"
 
 
 def main() -> None:
@@ -192,6 +198,7 @@ def main() -> None:
             "Clean pretraining only",
             fmt_pct([s["pretrained_test"][0] for s in seeds]),
             fmt_pct([s["pretrained_test"][1] for s in seeds]),
+            _min_max([s["pretrained_test"][1] for s in seeds]),
             "—",
             "0",
             "0",
@@ -222,6 +229,7 @@ def main() -> None:
                 label,
                 fmt_pct([r.clean for r in runs]),
                 fmt_pct([r.robust for r in runs]),
+                _min_max([r.robust for r in runs]),
                 fmt_num([r.best_epoch for r in runs]),
                 f"{mean_and_spread(adv_passes)[0] / 1000:.1f}",
                 fmt_num(adv_seconds),
@@ -236,6 +244,7 @@ def main() -> None:
             "method",
             "clean %",
             "PGD-20 %",
+            "PGD-20 % min–max",
             "best epoch",
             "adv. passes (k img)",
             "adv. train s",

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
+    # A queued job whose message may have been lost (broker restart) is enqueued again after this.
+    requeue_queued_after_seconds: float = Field(default=300.0, gt=0)
     # Celery: hard time limit < visibility timeout (a message is never redelivered mid-run).
     task_time_limit_seconds: int = Field(default=24 * 3600, ge=60)
     worker_device: str | None = None  # e.g. "cuda:0"; default: cuda if available, else cpu

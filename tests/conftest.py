@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
+import redis
 import torch
+from sqlalchemy import create_engine, text
 from torch import nn
 
+from core.config import Settings
+from core.migrate import upgrade_database
 from core.robust.architectures import build_architecture
 from core.robust.data import DatasetSplits, load_digits
 from core.robust.pretrain import train_clean
@@ -34,3 +42,65 @@ def tiny_cnn(pretrained_cnn: nn.Module) -> nn.Module:
     import copy
 
     return copy.deepcopy(pretrained_cnn)
+
+
+# -- the service's real parts ----------------------------------------------------------------
+
+POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+REDIS_TEST_URL = "redis://127.0.0.1:6379/9"
+
+
+def fast_lease_settings(**overrides: object) -> Settings:
+    """Settings whose leases and sweeps run in seconds, so fault tests finish quickly."""
+    values: dict[str, object] = dict(
+        heartbeat_seconds=0.5,
+        lease_seconds=4.0,
+        sweep_interval_seconds=1.0,
+        requeue_queued_after_seconds=30.0,
+        validation_timeout_seconds=60.0,
+    )
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture()
+def embedded_settings(tmp_path: Path) -> Settings:
+    """The embedded configuration (SQLite, filesystem broker, local artifacts), migrated."""
+    settings = fast_lease_settings(data_dir=tmp_path / "data")
+    upgrade_database(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    name = f"robustify_test_{secrets.token_hex(4)}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture()
+def production_settings(tmp_path: Path, postgres_database: str) -> Iterator[Settings]:
+    """PostgreSQL + Redis, as in docker-compose.yml; tables emptied and the queue flushed."""
+    settings = fast_lease_settings(
+        data_dir=tmp_path / "data", database_url=postgres_database, broker_url=REDIS_TEST_URL
+    )
+    upgrade_database(settings)
+    redis.Redis.from_url(REDIS_TEST_URL).flushdb()
+    yield settings
+    engine = create_engine(postgres_database)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "TRUNCATE owners, api_keys, models, datasets, jobs, job_events, "
+                "checkpoints RESTART IDENTITY CASCADE"
+            )
+        )
+    engine.dispose()
