@@ -49,11 +49,12 @@ AFT_LONG = "AFT, long"
 SCRATCH = "Scratch PGD-AT"
 
 
-def configs(quick: bool) -> dict[str, FinetuneConfig]:
+def configs(quick: bool, aft_peak_lr: float | None = None) -> dict[str, FinetuneConfig]:
     short, long = (4, 8) if quick else (10, 30)
+    aft = {} if aft_peak_lr is None else {"peak_lr": aft_peak_lr}
     return {
-        AFT: FinetuneConfig(epochs=short),
-        AFT_LONG: FinetuneConfig(epochs=long),
+        AFT: FinetuneConfig(epochs=short, **aft),
+        AFT_LONG: FinetuneConfig(epochs=long, **aft),
         SCRATCH: FinetuneConfig(
             epochs=long, schedule="piecewise", peak_lr=0.1, epsilon_rampup_fraction=0.2
         ),
@@ -99,13 +100,13 @@ class Run:
         }
 
 
-def run_seed(seed: int, quick: bool) -> dict[str, Any]:
+def run_seed(seed: int, quick: bool, aft_peak_lr: float | None) -> dict[str, Any]:
     setup = digits_setup()
     runs: dict[str, Run] = {}
     pretrained = pretrained_digits_cnn(seed)
     pre_clean, pre_robust = evaluate_digits(pretrained.model)
     log(f"seed {seed}: pretrained clean {pre_clean:.3f} PGD-20 {pre_robust:.3f}")
-    for name, config in configs(quick).items():
+    for name, config in configs(quick, aft_peak_lr).items():
         config = FinetuneConfig(**{**asdict(config), "seed": seed})
         start = fresh_digits_cnn(seed) if name == SCRATCH else pretrained.model
         result = adversarial_finetune(
@@ -183,12 +184,19 @@ def _min_max(values: list[float]) -> str:
 
 def main() -> None:
     parser = base_parser(__doc__ or "", seeds=5)
+    parser.add_argument(
+        "--aft-peak-lr",
+        type=float,
+        default=None,
+        help="override FinetuneConfig's default peak_lr for the AFT runs; the results then go "
+        "to results/aft_vs_scratch_lr<value>.json",
+    )
     args = parser.parse_args()
     set_threads(args.threads)
     started = time.perf_counter()
     seed_count = 1 if args.quick and args.seeds == 5 else args.seeds
-    seeds = [run_seed(seed, args.quick) for seed in range(seed_count)]
-    names = list(configs(args.quick))
+    seeds = [run_seed(seed, args.quick, args.aft_peak_lr) for seed in range(seed_count)]
+    names = list(configs(args.quick, args.aft_peak_lr))
 
     rows = []
     pre_passes = [s["pretrained"].image_passes for s in seeds]
@@ -210,7 +218,7 @@ def main() -> None:
     )
     for name in names:
         runs = [s["runs"][name] for s in seeds]
-        config = configs(args.quick)[name]
+        config = configs(args.quick, args.aft_peak_lr)[name]
         adv_passes = [r.total_cost[0] for r in runs]
         adv_seconds = [r.total_cost[1] for r in runs]
         is_aft = name != SCRATCH
@@ -305,7 +313,9 @@ def main() -> None:
             "test PGD-20, 1 restart",
             "architecture": "builtin:digits_cnn",
             "compute_unit": "image forward+backward passes (PGD-k epoch = (k+1) x train images)",
-            "configs": {name: asdict(c) for name, c in configs(args.quick).items()},
+            "configs": {
+                name: asdict(c) for name, c in configs(args.quick, args.aft_peak_lr).items()
+            },
         },
         "summary": {
             name: {
@@ -341,9 +351,10 @@ def main() -> None:
             for s in seeds
         ],
     }
-    write_results(
-        "aft_vs_scratch", payload, tables=[table, ratio_table], started=started, args=args
+    name = (
+        "aft_vs_scratch" if args.aft_peak_lr is None else f"aft_vs_scratch_lr{args.aft_peak_lr:g}"
     )
+    write_results(name, payload, tables=[table, ratio_table], started=started, args=args)
     print()
     print("Ratios (scratch-AT cost / AFT cost to reach the same validation robust accuracy):")
     for row in ratio_rows:

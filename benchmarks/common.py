@@ -214,6 +214,8 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "device": "cpu",
+        # Other work shares this machine: the load (1, 5, 15 min) when the results were written.
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
@@ -230,7 +232,7 @@ def write_results(
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     data = {
         "benchmark": name,
-        "command": "python -m benchmarks." + name + " " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python -m benchmarks." + Path(sys.argv[0]).stem, *sys.argv[1:]]),
         "arguments": vars(args) if args is not None else None,
         "machine": machine_info(),
         "wall_seconds": round(time.perf_counter() - started, 1),
@@ -246,7 +248,7 @@ def write_results(
     print(
         f"Machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores, "
         f"torch {machine['torch']} ({machine['torch_threads']} threads), {machine['date']}; "
-        f"wall time {data['wall_seconds']} s"
+        f"wall time {data['wall_seconds']} s; load average {machine['load_average']}"
     )
     for table in tables:
         print()
