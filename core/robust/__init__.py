@@ -1,22 +1,40 @@
 """The robustness engine, pure PyTorch: attacks, schedules, adversarial fine-tuning,
 evaluation, safe model I/O and datasets. Usable from a notebook; knows nothing of the service.
+
+Names are imported on first use, so `core.robust.errors` can be read without importing torch
+(the CLI and the API's light paths start faster).
 """
 
-from core.robust.attacks import fgsm, pgd
-from core.robust.checkpoint import load_checkpoint, save_checkpoint
-from core.robust.data import DatasetSplits, ImageDataset, load_dataset
-from core.robust.errors import (
-    DatasetError,
-    InvalidConfig,
-    ModelLoadError,
-    RobustError,
-    TrainingDiverged,
-    UnsafeArchiveError,
-)
-from core.robust.evaluate import EvalReport, evaluate
-from core.robust.finetune import EpochMetrics, FinetuneConfig, FinetuneResult, adversarial_finetune
-from core.robust.modelio import RobustModel, load_model, save_model
-from core.robust.threat import ThreatModel
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_WHERE = {
+    "fgsm": "attacks",
+    "pgd": "attacks",
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "DatasetSplits": "data",
+    "ImageDataset": "data",
+    "load_dataset": "data",
+    "DatasetError": "errors",
+    "InvalidConfig": "errors",
+    "ModelLoadError": "errors",
+    "RobustError": "errors",
+    "TrainingDiverged": "errors",
+    "UnsafeArchiveError": "errors",
+    "EvalReport": "evaluate",
+    "evaluate": "evaluate",
+    "EpochMetrics": "finetune",
+    "FinetuneConfig": "finetune",
+    "FinetuneResult": "finetune",
+    "adversarial_finetune": "finetune",
+    "RobustModel": "modelio",
+    "load_model": "modelio",
+    "save_model": "modelio",
+    "ThreatModel": "threat",
+}
 
 __all__ = [
     "DatasetError",
@@ -43,3 +61,34 @@ __all__ = [
     "save_checkpoint",
     "save_model",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'core.robust' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"core.robust.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from core.robust.attacks import fgsm, pgd
+    from core.robust.checkpoint import load_checkpoint, save_checkpoint
+    from core.robust.data import DatasetSplits, ImageDataset, load_dataset
+    from core.robust.errors import (
+        DatasetError,
+        InvalidConfig,
+        ModelLoadError,
+        RobustError,
+        TrainingDiverged,
+        UnsafeArchiveError,
+    )
+    from core.robust.evaluate import EvalReport, evaluate
+    from core.robust.finetune import (
+        EpochMetrics,
+        FinetuneConfig,
+        FinetuneResult,
+        adversarial_finetune,
+    )
+    from core.robust.modelio import RobustModel, load_model, save_model
+    from core.robust.threat import ThreatModel

@@ -23,7 +23,7 @@ DECAYS = ("linear", "exponential")
 @dataclass(frozen=True)
 class ScheduleConfig:
     name: str = "slow_start_fast_decay"
-    peak_lr: float = 0.05
+    peak_lr: float = 0.2
     warmup_fraction: float = 0.5
     decay: str = "linear"
     decay_gamma: float = 0.1
@@ -134,4 +134,6 @@ def make_schedule(config: ScheduleConfig, *, total_steps: int, steps_per_epoch: 
         )
     if config.name == "cosine":
         return cosine(peak_lr=config.peak_lr, total_steps=total_steps)
+    # one_cycle keeps its conventional 30% warm-up: warmup_fraction belongs to the
+    # slow-start schedule, whose default (0.5) would make a different curve here.
     return one_cycle(peak_lr=config.peak_lr, total_steps=total_steps)
