@@ -1,0 +1,73 @@
+"""create_app(settings): the FastAPI application, built from Settings at the edge (the CLI, the
+tests); nothing is created at import."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.metrics import RequestMetricsMiddleware, ServiceMetrics
+from api.queue import JobQueue
+from api.routes import all_routers
+from api.schemas import ErrorBody
+from api.uploads import UploadSlots
+from core.config import Settings
+from core.context import ServiceContext
+from core.sweeper import Sweeper
+from core.validation import start_helper
+
+log = logging.getLogger(__name__)
+
+# Uploads received and checked at once by one API process (each check is a child process).
+MAX_CONCURRENT_UPLOADS = 4
+
+_ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (401, "no API key, or an unknown or revoked one"),
+        (404, "no such resource for this API key's owner"),
+        (422, "the request is not valid; `field` names what to change"),
+    )
+}
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The API over the service context of `settings` (database, artifact store, broker)."""
+    context = ServiceContext.build(settings)
+    queue = JobQueue(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        threading.Thread(target=start_helper, name="validation-helper", daemon=True).start()
+        sweeper = None
+        if settings.run_sweeper:
+            sweeper = Sweeper(context.sessions, settings, queue.enqueue)
+            sweeper.start()
+        try:
+            yield
+        finally:
+            if sweeper is not None:
+                sweeper.stop()
+            context.engine.dispose()
+
+    app = FastAPI(
+        title="robustify",
+        version="1",
+        summary="Robustness as a service: adversarial fine-tuning of image classifiers.",
+        lifespan=lifespan,
+        responses=_ERROR_RESPONSES,
+    )
+    app.state.context = context
+    app.state.queue = queue
+    app.state.upload_slots = UploadSlots(MAX_CONCURRENT_UPLOADS)
+    app.state.metrics = ServiceMetrics(context, queue)
+    for router in all_routers():
+        app.include_router(router)
+    install_error_handlers(app)
+    app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
+    return app

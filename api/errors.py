@@ -1,0 +1,189 @@
+"""The one JSON error shape, `{"error": {"code", "message", "field"}}`, and the one table that
+maps the domain's errors (core.errors, the engine's included) to an HTTP status and a code.
+
+Every error the API answers goes through `error_response`: domain errors, FastAPI's own request
+validation, routing's 404/405, and (as a last resort) unexpected exceptions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from core.errors import (
+    Conflict,
+    DatasetError,
+    InvalidConfig,
+    InvalidRequest,
+    ModelLoadError,
+    NotFound,
+    RobustError,
+    ServiceError,
+    TooLarge,
+    TrainingDiverged,
+    Unauthorized,
+    UnsafeArchiveError,
+    ValidationTimeout,
+)
+
+log = logging.getLogger(__name__)
+
+# The one table. A class not listed maps through its nearest listed base (MRO order); a test
+# checks that every domain error class is listed here itself.
+ERROR_TABLE: dict[type[Exception], tuple[int, str]] = {
+    ServiceError: (400, "bad_request"),
+    Unauthorized: (401, "unauthorized"),
+    NotFound: (404, "not_found"),
+    Conflict: (409, "conflict"),
+    TooLarge: (413, "too_large"),
+    InvalidRequest: (422, "invalid_request"),
+    ValidationTimeout: (422, "validation_timeout"),
+    RobustError: (422, "engine_error"),
+    ModelLoadError: (422, "invalid_model"),
+    DatasetError: (422, "invalid_dataset"),
+    UnsafeArchiveError: (422, "unsafe_archive"),
+    InvalidConfig: (422, "invalid_config"),
+    TrainingDiverged: (422, "training_diverged"),
+}
+
+# Codes for errors raised by routing and Starlette itself (HTTPException by status).
+HTTP_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "too_large",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+    422: "invalid_request",
+    429: "too_many_requests",
+}
+
+
+class ApiError(Exception):
+    """An error that only the HTTP layer knows about (a bad Range, too many uploads at once)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+        self.headers = dict(headers or {})
+
+
+def status_and_code(error: BaseException) -> tuple[int, str]:
+    """The (status, code) of a domain error: its own entry, or its nearest base's."""
+    for cls in type(error).__mro__:
+        if cls in ERROR_TABLE:
+            return ERROR_TABLE[cls]
+    raise LookupError(f"{type(error).__name__} has no HTTP mapping")
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "field": field}}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    field: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(error_body(code, message, field), status_code=status, headers=headers)
+
+
+def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
+    status, code = status_and_code(exc)
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    # Engine errors carry no field unless core.validation attached one.
+    field = getattr(exc, "field", None)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return error_response(status, code, message, field=field, headers=headers)
+
+
+def _api_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, field=exc.field, headers=exc.headers)
+
+
+def _dotted(location: Sequence[int | str]) -> str:
+    """("body", "hyperparameters", "epochs") -> "hyperparameters.epochs"; list items as [i]."""
+    parts = list(location)
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        parts = parts[1:]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    field = _dotted(error.get("loc", ()))
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    message = message[:1].lower() + message[1:]
+    given = error.get("input")
+    if error.get("type") != "missing" and isinstance(given, int | float | str | bool):
+        shown = repr(given) if len(repr(given)) <= 60 else repr(given)[:57] + "..."
+        message += f", got {shown}"
+    return f"{field}: {message}" if field else message
+
+
+def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    if not errors:
+        return error_response(422, "invalid_request", "the request is not valid")
+    first = errors[0]
+    code = "invalid_json" if first.get("type") == "json_invalid" else "invalid_request"
+    field = None if code == "invalid_json" else (_dotted(first.get("loc", ())) or None)
+    message = "; ".join(_describe(error) for error in errors[:5])
+    if len(errors) > 5:
+        message += f" (and {len(errors) - 5} more)"
+    return error_response(422, code, message, field=field)
+
+
+def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = HTTP_STATUS_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"no such endpoint: {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    return error_response(exc.status_code, code, message, headers=exc.headers)
+
+
+def _client_disconnect(_request: Request, _exc: Exception) -> JSONResponse:
+    # Nobody is left to read this; it only keeps a dropped upload from being logged as a crash.
+    return error_response(400, "client_disconnected", "the client went away mid-request")
+
+
+def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", "an internal error occurred; it has been logged")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _domain_error)
+    app.add_exception_handler(RobustError, _domain_error)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,11 @@
+"""One router per resource; create_app mounts them all."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.routes import datasets, health, jobs, models
+
+
+def all_routers() -> list[APIRouter]:
+    return [models.router, datasets.router, jobs.router, health.router]

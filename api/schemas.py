@@ -1,0 +1,347 @@
+"""The public contract: request and response bodies of the v1 API.
+
+Job defaults come from the engine's own dataclasses (FinetuneConfig, ThreatModel and the
+worker's EvaluationSettings), so the API and the engine cannot drift apart; the bounds here are
+the service's (tighter than the engine's where a shared service needs them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from core.jobconfig import EvaluationSettings
+from core.jobs import STATUSES
+from core.robust.data import BuiltinDataset
+from core.robust.finetune import ATTACKS, LOSSES, FinetuneConfig
+from core.robust.modelio import FORMATS
+from core.robust.schedules import DECAYS, SCHEDULES
+from core.robust.threat import NORMS, ThreatModel
+from core.tables import Checkpoint, Dataset, Job, JobEvent, Model
+
+T = TypeVar("T")
+
+FINETUNE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}
+THREAT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ThreatModel)}
+EVALUATION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(EvaluationSettings)}
+MAX_EPSILON = {"linf": 1.0, "l2": 100.0}
+# Ids are ours (`mdl_…`, `builtin:digits`): anything else can only be not found, and must never
+# reach a query as text PostgreSQL refuses (a NUL byte).
+ID_PATTERN = r"^[A-Za-z0-9_:.\-]+$"
+
+JobStatus = Literal[STATUSES]  # type: ignore[valid-type]
+
+
+class Request(BaseModel):
+    # A misspelt knob ("epoch") is an error that names it, not a silently ignored field.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# -- errors and pages -----------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(
+        description="pass as ?cursor= for the next page; null on the last page"
+    )
+
+
+# -- models and datasets --------------------------------------------------------------------
+
+
+class ModelOut(BaseModel):
+    id: str
+    name: str
+    format: Literal[FORMATS]  # type: ignore[valid-type]
+    architecture: str | None
+    input_shape: list[int]
+    num_classes: int
+    mean: list[float] | None
+    std: list[float] | None
+    sha256: str
+    size_bytes: int
+    source_job_id: str | None = Field(description="set on a model a hardening job produced")
+    warnings: list[str]
+    created_at: datetime
+    content_url: str
+
+    @classmethod
+    def of(cls, row: Model) -> ModelOut:
+        return cls(
+            id=row.id,
+            name=row.name,
+            format=row.format,
+            architecture=row.architecture,
+            input_shape=list(row.input_shape),
+            num_classes=row.num_classes,
+            mean=row.mean,
+            std=row.std,
+            sha256=row.sha256,
+            size_bytes=row.size_bytes,
+            source_job_id=row.source_job_id,
+            warnings=list(row.warnings or []),
+            created_at=row.created_at,
+            content_url=f"/v1/models/{row.id}/content",
+        )
+
+
+class DatasetOut(BaseModel):
+    id: str
+    name: str
+    builtin: bool
+    kind: str = Field(description="builtin, npz or imagefolder")
+    input_shape: list[int]
+    num_classes: int
+    train_size: int | None
+    test_size: int | None
+    file_name: str | None
+    sha256: str | None
+    size_bytes: int | None
+    description: str | None
+    created_at: datetime | None
+
+    @classmethod
+    def of(cls, entry: Dataset | BuiltinDataset) -> DatasetOut:
+        if isinstance(entry, BuiltinDataset):
+            return cls(
+                id=entry.name,
+                name=entry.name,
+                builtin=True,
+                kind="builtin",
+                input_shape=list(entry.input_shape),
+                num_classes=entry.num_classes,
+                train_size=None,
+                test_size=None,
+                file_name=None,
+                sha256=None,
+                size_bytes=None,
+                description=entry.description,
+                created_at=None,
+            )
+        return cls(
+            id=entry.id,
+            name=entry.name,
+            builtin=False,
+            kind=entry.kind,
+            input_shape=list(entry.input_shape),
+            num_classes=entry.num_classes,
+            train_size=entry.train_size,
+            test_size=entry.test_size,
+            file_name=entry.file_name,
+            sha256=entry.sha256,
+            size_bytes=entry.size_bytes,
+            description=None,
+            created_at=entry.created_at,
+        )
+
+
+# -- jobs: the request ----------------------------------------------------------------------
+
+
+class ThreatModelIn(Request):
+    norm: Literal[NORMS] = THREAT_DEFAULTS["norm"]  # type: ignore[valid-type]
+    epsilon: float = Field(
+        THREAT_DEFAULTS["epsilon"],
+        gt=0,
+        le=MAX_EPSILON["l2"],
+        description="radius in [0,1] pixel space: 0 < epsilon <= 1 for linf, <= 100 for l2",
+    )
+    step_size: float | None = Field(
+        None, gt=0, le=MAX_EPSILON["l2"], description="null: 2.5 * epsilon / steps"
+    )
+    steps: int = Field(THREAT_DEFAULTS["steps"], ge=1, le=1000)
+
+    @field_validator("epsilon")
+    @classmethod
+    def _epsilon_fits_norm(cls, epsilon: float, info: ValidationInfo) -> float:
+        norm = info.data.get("norm", "linf")
+        if epsilon > MAX_EPSILON[norm]:
+            raise ValueError(f"a {norm} epsilon must be at most {MAX_EPSILON[norm]:g}")
+        return epsilon
+
+
+class HyperparametersIn(Request):
+    epochs: int = Field(FINETUNE_DEFAULTS["epochs"], ge=1, le=200)
+    batch_size: int = Field(FINETUNE_DEFAULTS["batch_size"], ge=1, le=4096)
+    schedule: Literal[SCHEDULES] = FINETUNE_DEFAULTS["schedule"]  # type: ignore[valid-type]
+    peak_lr: float | None = Field(
+        None, gt=0, le=10, description=f"null: {FINETUNE_DEFAULTS['peak_lr']}"
+    )
+    warmup_fraction: float = Field(FINETUNE_DEFAULTS["warmup_fraction"], ge=0, lt=1)
+    decay: Literal[DECAYS] = FINETUNE_DEFAULTS["decay"]  # type: ignore[valid-type]
+    decay_gamma: float = Field(FINETUNE_DEFAULTS["decay_gamma"], gt=0, lt=1)
+    momentum: float = Field(FINETUNE_DEFAULTS["momentum"], ge=0, lt=1)
+    weight_decay: float = Field(FINETUNE_DEFAULTS["weight_decay"], ge=0, le=0.1)
+    loss: Literal[LOSSES] = FINETUNE_DEFAULTS["loss"]  # type: ignore[valid-type]
+    trades_beta: float = Field(FINETUNE_DEFAULTS["trades_beta"], ge=0, le=100)
+    attack: Literal[ATTACKS] = FINETUNE_DEFAULTS["attack"]  # type: ignore[valid-type]
+    epsilon_rampup_fraction: float = Field(FINETUNE_DEFAULTS["epsilon_rampup_fraction"], ge=0, le=1)
+
+
+class EvaluationIn(Request):
+    attack_steps: int = Field(EVALUATION_DEFAULTS["attack_steps"], ge=1, le=1000)
+    restarts: int = Field(EVALUATION_DEFAULTS["restarts"], ge=1, le=20)
+    autoattack: bool = EVALUATION_DEFAULTS["autoattack"]
+    epsilons: list[float] | None = Field(
+        EVALUATION_DEFAULTS["epsilons"],
+        max_length=20,
+        description="radii for accuracy-vs-epsilon; null: multiples of the threat's epsilon",
+    )
+    max_samples: int = Field(EVALUATION_DEFAULTS["max_samples"], ge=1, le=100_000)
+
+    @field_validator("epsilons")
+    @classmethod
+    def _positive(cls, epsilons: list[float] | None) -> list[float] | None:
+        for value in epsilons or []:
+            if not 0 < value <= MAX_EPSILON["l2"]:
+                raise ValueError(f"each epsilon must be > 0 and <= {MAX_EPSILON['l2']:g}")
+        return epsilons
+
+
+class JobCreate(Request):
+    kind: Literal["harden", "evaluate"]
+    model_id: str = Field(min_length=1, max_length=40, pattern=ID_PATTERN)
+    dataset: str = Field(
+        min_length=1, max_length=200, pattern=ID_PATTERN, description="builtin:<name> or ds_…"
+    )
+    threat_model: ThreatModelIn = Field(default_factory=ThreatModelIn)
+    hyperparameters: HyperparametersIn = Field(default_factory=HyperparametersIn)
+    evaluation: EvaluationIn = Field(default_factory=EvaluationIn)
+    seed: int = Field(FINETUNE_DEFAULTS["seed"], ge=0, le=2**31 - 1)
+
+    def normalized_config(self) -> dict[str, Any]:
+        """The config as stored and read by core.jobconfig: every default filled in."""
+        hyperparameters = self.hyperparameters.model_dump()
+        if hyperparameters["peak_lr"] is None:
+            hyperparameters["peak_lr"] = FINETUNE_DEFAULTS["peak_lr"]
+        return {
+            "threat_model": self.threat_model.model_dump(),
+            "hyperparameters": hyperparameters,
+            "evaluation": self.evaluation.model_dump(),
+            "seed": self.seed,
+        }
+
+
+# -- jobs: the answers ----------------------------------------------------------------------
+
+
+class JobMetrics(BaseModel):
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    epochs: list[dict[str, Any]] = Field(default_factory=list)
+    best_epoch: int | None = None
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    status: JobStatus
+    model_id: str | None
+    dataset: str
+    threat_model: dict[str, Any]
+    hyperparameters: dict[str, Any]
+    evaluation: dict[str, Any]
+    seed: int
+    progress: dict[str, Any] = Field(
+        description="phase, epoch, epochs, step, steps_per_epoch, fraction, eta_seconds"
+    )
+    metrics: JobMetrics
+    result_model_id: str | None
+    error: dict[str, Any] | None
+    manifest: dict[str, Any]
+    attempts: int
+    cancel_requested: bool
+    created_at: datetime
+    updated_at: datetime
+    enqueued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        config = job.config or {}
+        metrics = job.metrics or {}
+        return cls(
+            id=job.id,
+            kind=job.kind,
+            status=job.status,
+            model_id=job.model_id,
+            dataset=job.dataset,
+            threat_model=config.get("threat_model", {}),
+            hyperparameters=config.get("hyperparameters", {}),
+            evaluation=config.get("evaluation", {}),
+            seed=config.get("seed", 0),
+            progress=job.progress or {},
+            metrics=JobMetrics(
+                before=metrics.get("before"),
+                after=metrics.get("after"),
+                epochs=metrics.get("epochs") or [],
+                best_epoch=metrics.get("best_epoch"),
+            ),
+            result_model_id=job.result_model_id,
+            error=job.error,
+            manifest=job.manifest or {},
+            attempts=job.attempts,
+            cancel_requested=job.cancel_requested,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            enqueued_at=job.enqueued_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+        )
+
+
+class EventOut(BaseModel):
+    id: int
+    type: str
+    message: str
+    data: dict[str, Any]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, event: JobEvent) -> EventOut:
+        return cls(
+            id=event.id,
+            type=event.type,
+            message=event.message,
+            data=event.data or {},
+            created_at=event.created_at,
+        )
+
+
+class CheckpointOut(BaseModel):
+    epoch: int
+    metrics: dict[str, Any]
+    sha256: str = Field(description="of the resumable checkpoint (weights, optimizer, RNG)")
+    size_bytes: int
+    created_at: datetime
+    content_url: str = Field(description="the epoch's weights in the uploaded model's format")
+
+    @classmethod
+    def of(cls, checkpoint: Checkpoint) -> CheckpointOut:
+        return cls(
+            epoch=checkpoint.epoch,
+            metrics=checkpoint.metrics or {},
+            sha256=checkpoint.sha256,
+            size_bytes=checkpoint.size_bytes,
+            created_at=checkpoint.created_at,
+            content_url=f"/v1/jobs/{checkpoint.job_id}/checkpoints/{checkpoint.epoch}/content",
+        )
+
+
+class HealthOut(BaseModel):
+    status: str

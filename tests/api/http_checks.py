@@ -1,0 +1,84 @@
+"""What the API tests check and send: uploads, job bodies, the error shape, and what a request
+left behind in the database and the artifact store."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from core.context import ServiceContext
+from core.robust.data import DatasetSplits
+
+DIGITS_FIELDS = {"architecture": "builtin:digits_cnn", "num_classes": "10", "input_shape": "1,8,8"}
+
+
+def upload_model(
+    client: TestClient, headers: dict[str, str], path: Path, **fields: str
+) -> httpx.Response:
+    form = {"name": "digits", **DIGITS_FIELDS, **fields}
+    form = {key: value for key, value in form.items() if value is not None}
+    with path.open("rb") as handle:
+        return client.post(
+            "/v1/models", headers=headers, files={"file": (path.name, handle)}, data=form
+        )
+
+
+def npz_bytes(digits: DatasetSplits, *, channels: int = 1) -> bytes:
+    """The digits as an .npz (float NCHW in [0,1]), optionally repeated over `channels`."""
+    train_x, train_y = digits.train.tensors()
+    test_x, test_y = digits.test.tensors()
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        x=train_x.repeat(1, channels, 1, 1).numpy(),
+        y=train_y.numpy(),
+        x_test=test_x.repeat(1, channels, 1, 1).numpy(),
+        y_test=test_y.numpy(),
+    )
+    return buffer.getvalue()
+
+
+def job_body(model_id: str, **changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "kind": "harden",
+        "model_id": model_id,
+        "dataset": "builtin:digits",
+        "threat_model": {"norm": "linf", "epsilon": 0.2, "steps": 5},
+        "hyperparameters": {"epochs": 2, "batch_size": 64},
+        "evaluation": {"attack_steps": 5, "max_samples": 100},
+        "seed": 0,
+    }
+    body.update(changes)
+    return body
+
+
+# -- what is left behind --------------------------------------------------------------------
+
+
+def stored_files(context: ServiceContext) -> list[Path]:
+    root = context.store.root
+    return sorted(path for path in root.rglob("*") if path.is_file()) if root.exists() else []
+
+
+def row_count(context: ServiceContext, table: type) -> int:
+    with context.sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(table)) or 0)
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """The response has `status` and DESIGN.md's error shape; returns the error object."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error: dict[str, Any] = body["error"]
+    assert set(error) == {"code", "message", "field"}, error
+    assert error["message"], error
+    if code is not None:
+        assert error["code"] == code, error
+    return error

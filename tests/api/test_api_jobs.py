@@ -1,0 +1,189 @@
+"""Jobs: creation with the engine's defaults and the service's bounds, idempotency, listing,
+cancel, and a job as a worker leaves it (progress, metrics, checkpoints)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from http_checks import assert_error, job_body
+
+from core import jobconfig
+from core.context import ServiceContext
+from core.jobs import claim_job
+from core.robust.finetune import FinetuneConfig
+from core.robust.threat import ThreatModel
+from core.tables import Job
+
+
+def test_job_is_created_with_defaults_filled_and_enqueued(
+    client: TestClient,
+    headers: dict[str, str],
+    context: ServiceContext,
+    uploaded_model: dict[str, Any],
+    enqueued: list[str],
+):
+    body = {"kind": "harden", "model_id": uploaded_model["id"], "dataset": "builtin:digits"}
+    response = client.post("/v1/jobs", headers=headers, json=body)
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["status"] == "queued" and job["attempts"] == 0
+    engine_defaults = dataclasses.asdict(FinetuneConfig())
+    for name, value in job["hyperparameters"].items():
+        assert value == engine_defaults[name], name
+    assert job["threat_model"]["epsilon"] == ThreatModel().epsilon
+    assert job["evaluation"]["max_samples"] == jobconfig.EvaluationSettings().max_samples
+    assert job["metrics"] == {"before": None, "after": None, "epochs": [], "best_epoch": None}
+    with context.sessions() as session:
+        stored = session.get(Job, job["id"])
+        assert stored is not None
+        config = stored.config
+    assert set(config) == {"threat_model", "hyperparameters", "evaluation", "seed"}
+    # What the worker will read back, through the same functions it uses.
+    assert jobconfig.finetune_config(config) == FinetuneConfig()
+    assert jobconfig.threat_model(config) == ThreatModel()
+    assert enqueued == [job["id"]]
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "field"),
+    [
+        ("hyperparameters", {"epochs": 0}, "hyperparameters.epochs"),
+        ("hyperparameters", {"epochs": 201}, "hyperparameters.epochs"),
+        ("hyperparameters", {"batch_size": 5000}, "hyperparameters.batch_size"),
+        ("hyperparameters", {"peak_lr": 0}, "hyperparameters.peak_lr"),
+        ("hyperparameters", {"weight_decay": 0.5}, "hyperparameters.weight_decay"),
+        ("hyperparameters", {"warmup_fraction": 1.0}, "hyperparameters.warmup_fraction"),
+        ("hyperparameters", {"decay_gamma": 1.0}, "hyperparameters.decay_gamma"),
+        ("hyperparameters", {"schedule": "bogus"}, "hyperparameters.schedule"),
+        ("hyperparameters", {"epoch": 3}, "hyperparameters.epoch"),
+        ("threat_model", {"norm": "linf", "epsilon": 1.5}, "threat_model.epsilon"),
+        ("threat_model", {"norm": "l2", "epsilon": 101}, "threat_model.epsilon"),
+        ("threat_model", {"epsilon": 0}, "threat_model.epsilon"),
+        ("threat_model", {"steps": 1001}, "threat_model.steps"),
+        ("evaluation", {"restarts": 21}, "evaluation.restarts"),
+        ("evaluation", {"max_samples": 0}, "evaluation.max_samples"),
+        ("evaluation", {"epsilons": [0.1] * 21}, "evaluation.epsilons"),
+        ("seed", -1, "seed"),
+        ("kind", "train", "kind"),
+    ],
+)
+def test_out_of_bounds_values_are_422_naming_the_field(
+    client: TestClient, headers: dict[str, str], section: str, values: Any, field: str
+):
+    # The body is checked before the model is looked up: no model needed to reach the bounds.
+    body = job_body("mdl_0")
+    if isinstance(values, dict):
+        body[section] = {**body.get(section, {}), **values}
+    else:
+        body[section] = values
+    error = assert_error(client.post("/v1/jobs", headers=headers, json=body), 422)
+    assert error["field"] == field, error
+    assert error["message"].startswith(field)
+
+
+def test_evaluation_epsilons_are_bounded_by_the_threat_norm(
+    client: TestClient, headers: dict[str, str], uploaded_model: dict[str, Any]
+):
+    body = job_body(uploaded_model["id"], evaluation={"epsilons": [0.1, 2.0]})
+    error = assert_error(client.post("/v1/jobs", headers=headers, json=body), 422)
+    assert error["field"] == "evaluation.epsilons[1]"
+    body["threat_model"] = {"norm": "l2", "epsilon": 1.0}
+    assert client.post("/v1/jobs", headers=headers, json=body).status_code == 202
+
+
+def test_bound_is_named_in_the_message(
+    client: TestClient, headers: dict[str, str], uploaded_model: dict[str, Any]
+):
+    body = job_body(uploaded_model["id"], hyperparameters={"epochs": 500})
+    error = assert_error(client.post("/v1/jobs", headers=headers, json=body), 422)
+    assert "200" in error["message"] and "500" in error["message"]
+
+
+def test_missing_model_and_misfit_dataset_are_422_naming_them(
+    client: TestClient, headers: dict[str, str], uploaded_model: dict[str, Any]
+):
+    missing = client.post("/v1/jobs", headers=headers, json=job_body("mdl_0000"))
+    assert assert_error(missing, 422)["field"] == "model_id"
+    misfit = job_body(uploaded_model["id"], dataset="builtin:cifar10")
+    error = assert_error(client.post("/v1/jobs", headers=headers, json=misfit), 422)
+    assert error["field"] == "dataset" and "[3, 32, 32]" in error["message"]
+    unknown = job_body(uploaded_model["id"], dataset="ds_nope")
+    assert assert_error(client.post("/v1/jobs", headers=headers, json=unknown), 422)["field"] == (
+        "dataset"
+    )
+
+
+def test_idempotency_key_replays_the_same_job_once(
+    client: TestClient,
+    headers: dict[str, str],
+    uploaded_model: dict[str, Any],
+    enqueued: list[str],
+):
+    keyed = {**headers, "Idempotency-Key": "retry-me"}
+    body = job_body(uploaded_model["id"])
+    first = client.post("/v1/jobs", headers=keyed, json=body)
+    again = client.post("/v1/jobs", headers=keyed, json=body)
+    assert first.status_code == 202 and again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert enqueued == [first.json()["id"]]  # no second message
+    changed = job_body(uploaded_model["id"], seed=1)
+    assert_error(client.post("/v1/jobs", headers=keyed, json=changed), 409, "conflict")
+    unkeyed = client.post("/v1/jobs", headers=headers, json=body)
+    assert unkeyed.json()["id"] != first.json()["id"]
+    assert enqueued == [first.json()["id"], unkeyed.json()["id"]]
+
+
+def test_jobs_list_in_pages_and_by_status(
+    client: TestClient, headers: dict[str, str], uploaded_model: dict[str, Any]
+):
+    ids = [
+        client.post("/v1/jobs", headers=headers, json=job_body(uploaded_model["id"])).json()["id"]
+        for _ in range(3)
+    ]
+    first = client.get("/v1/jobs", headers=headers, params={"limit": 2}).json()
+    assert len(first["items"]) == 2 and first["next_cursor"]
+    rest = client.get(
+        "/v1/jobs", headers=headers, params={"limit": 2, "cursor": first["next_cursor"]}
+    ).json()
+    assert rest["next_cursor"] is None
+    assert [job["id"] for job in first["items"] + rest["items"]] == ids[::-1]
+
+    client.post(f"/v1/jobs/{ids[1]}/cancel", headers=headers)
+    cancelled = client.get("/v1/jobs", headers=headers, params={"status": "cancelled"}).json()
+    assert [job["id"] for job in cancelled["items"]] == [ids[1]]
+    bad = client.get("/v1/jobs", headers=headers, params={"status": "paused"})
+    assert assert_error(bad, 422)["field"] == "status"
+
+
+def test_cancel_of_a_queued_job_is_immediate_and_once(
+    client: TestClient, headers: dict[str, str], uploaded_model: dict[str, Any]
+):
+    job = client.post("/v1/jobs", headers=headers, json=job_body(uploaded_model["id"])).json()
+    response = client.post(f"/v1/jobs/{job['id']}/cancel", headers=headers)
+    assert response.status_code == 202
+    cancelled = response.json()
+    assert cancelled["status"] == "cancelled" and cancelled["finished_at"] is not None
+    assert cancelled["error"]["code"] == "cancelled"
+    assert_error(client.post(f"/v1/jobs/{job['id']}/cancel", headers=headers), 409, "conflict")
+
+
+def test_cancel_of_a_running_job_is_requested(
+    client: TestClient,
+    headers: dict[str, str],
+    context: ServiceContext,
+    uploaded_model: dict[str, Any],
+):
+    job = client.post("/v1/jobs", headers=headers, json=job_body(uploaded_model["id"])).json()
+    claimed = claim_job(
+        context.sessions, job["id"], worker_id="test-worker", lease_seconds=60, max_attempts=3
+    )
+    assert claimed is not None
+    response = client.post(f"/v1/jobs/{job['id']}/cancel", headers=headers)
+    assert response.status_code == 202
+    assert response.json()["status"] == "running"
+    assert response.json()["cancel_requested"] is True
+    assert response.json()["attempts"] == 1
