@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo up test lint bench clean
 
 install: $(INSTALLED)
 
@@ -16,6 +16,10 @@ $(INSTALLED): pyproject.toml
 
 demo: install
 	$(BIN)/robustify demo
+
+# The whole service on this machine (API + a Celery worker), state in ./.robustify.
+up: install
+	$(BIN)/robustify up
 
 lint: install
 	$(BIN)/ruff check .

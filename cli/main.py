@@ -7,9 +7,18 @@ from typing import Annotated
 
 import typer
 
+from cli import service
+from cli.database import db_app
+from cli.keys import keys_app
+
 app = typer.Typer(
     help="robustify: harden image classifiers against adversarial attacks.", no_args_is_help=True
 )
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+app.command("up")(service.up)
+app.command("api")(service.api)
+app.command("worker")(service.worker)
 
 
 @app.callback()

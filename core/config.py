@@ -8,6 +8,7 @@ Production points `database_url` at PostgreSQL and `broker_url` at Redis.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,8 +42,13 @@ class Settings(BaseSettings):
     # Celery: hard time limit < visibility timeout (a message is never redelivered mid-run).
     task_time_limit_seconds: int = Field(default=24 * 3600, ge=60)
     worker_device: str | None = None  # e.g. "cuda:0"; default: cuda if available, else cpu
+    # CPU threads torch uses in a job (default: torch's own choice). A resumed job ends with the
+    # same weights as an uninterrupted one only when both ran with the same number of threads.
+    torch_threads: int | None = Field(default=None, ge=1)
 
     log_level: str = "INFO"
+    # JSON lines for log collectors; "text" for a person reading a terminal.
+    log_format: Literal["json", "text"] = "json"
 
     @property
     def resolved_database_url(self) -> str:

@@ -1,0 +1,40 @@
+# robustify's one image: the API, the Celery worker and the CLI (the command picks the part).
+# Built from the project's own files; the only network it needs is PyPI, at build time.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    ROBUSTIFY_DATA_DIR=/var/lib/robustify
+
+WORKDIR /src
+
+# The dependencies first, from pyproject.toml alone, so that a code change does not reinstall
+# torch: empty packages stand in for the code in this layer.
+COPY pyproject.toml README.md ./
+RUN mkdir -p core api worker cli migrations \
+    && touch core/__init__.py api/__init__.py worker/__init__.py cli/__init__.py \
+        migrations/__init__.py \
+    && pip install . \
+    && pip uninstall --yes robustify \
+    && rm -rf core api worker cli migrations
+
+COPY core ./core
+COPY api ./api
+COPY worker ./worker
+COPY cli ./cli
+COPY migrations ./migrations
+RUN pip install --no-deps . && rm -rf /src/build
+
+# Not root: uploaded models are programs (TorchScript), and the worker runs them.
+RUN useradd --system --uid 10001 --home-dir /var/lib/robustify --shell /usr/sbin/nologin robustify \
+    && mkdir -p /var/lib/robustify/artifacts /var/lib/robustify/datasets \
+    && chown -R robustify:robustify /var/lib/robustify
+USER robustify
+WORKDIR /var/lib/robustify
+
+EXPOSE 8000
+# One machine, everything embedded under /var/lib/robustify; docker-compose.yml runs the parts
+# apart (`robustify api`, `robustify worker`, `robustify db upgrade`) on PostgreSQL and Redis.
+CMD ["robustify", "up", "--host", "0.0.0.0", "--port", "8000"]
