@@ -37,7 +37,7 @@ from torch import nn
 
 from core.robust.architectures import build_architecture
 from core.robust.data import ImageDataset, load_digits
-from core.robust.evaluate import evaluate
+from core.robust.evaluation import evaluate
 from core.robust.finetune import EpochMetrics
 from core.robust.pretrain import train_clean
 from core.robust.threat import ThreatModel

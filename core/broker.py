@@ -33,12 +33,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     if settings.resolved_broker_url.startswith("filesystem"):
         folder = settings.broker_folder
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         config["broker_transport_options"] = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
             "store_processed": False,
+            # Without this, kombu keeps its broadcast exchange in a "control" folder in the cwd.
+            "control_folder": str(folder / "control"),
         }
     return config

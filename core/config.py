@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=120.0, gt=0)
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
-    run_sweeper: bool = True               # the API process runs the sweeper thread
+    run_sweeper: bool = True  # the API process runs the sweeper thread
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
     # A queued job whose message may have been lost (broker restart) is enqueued again after this.
     requeue_queued_after_seconds: float = Field(default=300.0, gt=0)

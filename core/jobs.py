@@ -9,6 +9,7 @@ often a job that kills its worker is tried again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import transaction
 from core.errors import Conflict, NotFound
 from core.ids import new_id
-from core.tables import Job, JobEvent, utcnow
+from core.tables import Base, Job, JobEvent, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,23 @@ def get_job(session: Session, owner_id: str, job_id: str) -> Job:
     if job is None or job.owner_id != owner_id:
         raise NotFound(f"no job {job_id}")
     return job
+
+
+def may_claim(factory: sessionmaker[Session], job_id: str) -> bool:
+    """A cheap look, with no lock and no write: could `claim_job` take the job now?
+
+    False for a job that is gone, has ended, or runs under a live lease. A worker drops such a
+    message (a duplicate: the sweeper re-sends jobs whose message only *may* be lost) before it
+    pays for loading torch, the model and the data. True is only a hint; claim_job decides.
+    """
+    now = utcnow()
+    with factory() as session:
+        row = session.execute(
+            select(Job.status, Job.lease_expires_at).where(Job.id == job_id)
+        ).one_or_none()
+    if row is None or row.status in TERMINAL:
+        return False
+    return not (row.status == RUNNING and row.lease_expires_at and row.lease_expires_at >= now)
 
 
 def claim_job(
@@ -215,11 +233,17 @@ def finish_job(
     worker_id: str,
     status: str,
     error: dict[str, str] | None = None,
+    new_rows: Sequence[Base] = (),
     **fields: Any,
 ) -> None:
-    """End a job this worker holds, setting `fields` (metrics, result_model_id, ...)."""
+    """End a job this worker holds, setting `fields` (metrics, result_model_id, ...).
+
+    `new_rows` (the hardened model's row) are added in the same transaction, so a worker that
+    dies, or loses its lease, before the end leaves no half-registered result behind.
+    """
     with transaction(factory) as session:
         job = owned_job(session, job_id, worker_id)
+        session.add_all(new_rows)
         for name, value in fields.items():
             setattr(job, name, value)
         _finish(session, job, status, error=error)
@@ -254,8 +278,13 @@ def sweep(
     now = now or utcnow()
     to_enqueue: list[str] = []
     with transaction(factory) as session:
+        # Row locks (PostgreSQL; SQLite locks the whole database anyway): a claim waits for the
+        # sweep's verdict instead of being overwritten by it, and a second sweeper skips the
+        # rows the first one is taking up rather than enqueueing them twice.
         expired = session.scalars(
-            select(Job).where(Job.status == RUNNING, Job.lease_expires_at < now)
+            select(Job)
+            .where(Job.status == RUNNING, Job.lease_expires_at < now)
+            .with_for_update(skip_locked=True)
         ).all()
         for job in expired:
             if job.cancel_requested:
@@ -279,7 +308,9 @@ def sweep(
             )
             to_enqueue.append(job.id)
         stale = session.scalars(
-            select(Job).where(Job.status == QUEUED, Job.enqueued_at < now - requeue_queued_after)
+            select(Job)
+            .where(Job.status == QUEUED, Job.enqueued_at < now - requeue_queued_after)
+            .with_for_update(skip_locked=True)
         ).all()
         for job in stale:
             job.enqueued_at = now

@@ -32,10 +32,10 @@ from core.jobconfig import (
     finetune_config,
     threat_model,
 )
+from core.logs import job_context
 from core.robust import (
     DatasetSplits,
     EpochMetrics,
-    EvalReport,
     RobustModel,
     ThreatModel,
     adversarial_finetune,
@@ -46,6 +46,7 @@ from core.robust import (
     save_checkpoint,
     save_model,
 )
+from core.robust.evaluation import EvalReport
 from core.robust.measure import default_device
 from core.robust.modelio import ModelFormat
 from core.storage import ArtifactStore
@@ -76,6 +77,10 @@ class LeaseKeeper(threading.Thread):
         self.lost = False
 
     def run(self) -> None:
+        with job_context(self.job_id):
+            self._beat_until_done()
+
+    def _beat_until_done(self) -> None:
         while not self.done.wait(self.settings.heartbeat_seconds):
             try:
                 ours, cancel = jobs.heartbeat(
@@ -164,6 +169,8 @@ class _JobRun:
             self._fail("invalid_config", str(exc))
         except torch.cuda.OutOfMemoryError as exc:
             self._fail("out_of_memory", f"the GPU ran out of memory: {exc}; lower batch_size")
+        except MemoryError:
+            self._fail("out_of_memory", "the worker ran out of memory; lower batch_size")
         except Conflict:
             log.warning("job %s: lease lost to another worker; leaving it", self.job.id)
         except Exception as exc:  # the job fails with the reason; the worker lives on
@@ -185,6 +192,7 @@ class _JobRun:
                 metrics={**self.job.metrics, "before": before},
                 event=("evaluated", "evaluated the uploaded model", _summary(report)),
             )
+        self._stop_if_asked()
         if self.job.kind == "evaluate":
             self._succeed(
                 metrics=self.job.metrics, result_model_id=None, model_row=model_row, data=data
@@ -219,10 +227,12 @@ class _JobRun:
         )
         if result.stopped:
             raise JobStopped
+        self._stop_if_asked()
         self._progress(phase="evaluating_after")
         hardened = result.model
         assert isinstance(hardened, RobustModel)
         after = self._evaluate(hardened, data, threat, evaluation)
+        self._stop_if_asked()
         result_model = self._store_result_model(hardened, model_row)
         metrics = {
             **self.job.metrics,
@@ -230,13 +240,23 @@ class _JobRun:
             "best_epoch": result.best_epoch,
             "epochs": [asdict(m) for m in result.history],
         }
-        self._succeed(
-            metrics=metrics,
-            result_model_id=result_model.id,
-            model_row=model_row,
-            data=data,
-            result_model=result_model,
-        )
+        try:
+            self._succeed(
+                metrics=metrics,
+                result_model_id=result_model.id,
+                model_row=model_row,
+                data=data,
+                result_model=result_model,
+            )
+        except BaseException:
+            # Not registered (the lease was lost, or the database failed): no orphan file.
+            self.store.delete_prefix(f"models/{result_model.id}")
+            raise
+
+    def _stop_if_asked(self) -> None:
+        # Training obeys a cancel at its next batch; the phases around it check in between.
+        if self.keeper.should_stop():
+            raise JobStopped
 
     # -- loading ----------------------------------------------------------------------------
 
@@ -324,7 +344,12 @@ class _JobRun:
     def _save_epoch(
         self, model: RobustModel, metrics: EpochMetrics, checkpoint: dict[str, Any]
     ) -> None:
-        key = f"jobs/{self.job.id}/checkpoints/epoch-{metrics.epoch:04d}.pt"
+        if self.keeper.lost:
+            raise JobStopped
+        # Each attempt writes its own files: a worker that lost its lease and has not noticed
+        # yet never overwrites the files that the rows of the worker holding the job point to.
+        folder_key = f"jobs/{self.job.id}/checkpoints/attempt-{self.job.attempts}"
+        key = f"{folder_key}/epoch-{metrics.epoch:04d}.pt"
         with tempfile.TemporaryDirectory() as folder:
             local = Path(folder) / "checkpoint.pt"
             save_checkpoint(checkpoint, local)
@@ -339,9 +364,8 @@ class _JobRun:
             model.net.load_state_dict(net_state)
             weights = Path(folder) / "model"
             save_model(model, weights)
-            self.store.put_file(
-                f"jobs/{self.job.id}/checkpoints/epoch-{metrics.epoch:04d}.model", weights
-            )
+            # Beside the checkpoint, as core.catalog.checkpoint_model_key expects it.
+            self.store.put_file(f"{folder_key}/epoch-{metrics.epoch:04d}.model", weights)
         # The row and the event in one transaction: the unique (job, epoch) makes it once only.
         with transaction(self.factory) as session:
             jobs.owned_job(session, self.job.id, self.worker_id)
@@ -403,6 +427,7 @@ class _JobRun:
             setattr(self.job, name, value)
 
     def _store_result_model(self, hardened: RobustModel, source: Model) -> Model:
+        """Write the hardened model's file; its row is added when the job succeeds."""
         model_id = new_id("mdl")
         key = f"models/{model_id}/model"
         with tempfile.TemporaryDirectory() as folder:
@@ -425,8 +450,6 @@ class _JobRun:
             source_job_id=self.job.id,
             warnings=[],
         )
-        with transaction(self.factory) as session:
-            session.add(row)
         return row
 
     def _succeed(
@@ -448,6 +471,7 @@ class _JobRun:
             result_model_id=result_model_id,
             manifest=manifest,
             progress={**self.job.progress, "phase": "done", "fraction": 1.0, "eta_seconds": 0},
+            new_rows=[result_model] if result_model is not None else [],
         )
 
     def _end_stopped(self) -> None:

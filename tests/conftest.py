@@ -18,7 +18,8 @@ from core.robust.architectures import build_architecture
 from core.robust.data import DatasetSplits, load_digits
 from core.robust.pretrain import train_clean
 
-torch.set_num_threads(2)
+# One thread: the tests share two cores with worker and server processes they start.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
+from celery.signals import setup_logging
 
 from core.broker import celery_config
 from core.config import Settings
+from core.logs import configure_logging
 
 
 def make_celery(settings: Settings) -> Celery:
+    """The app `celery -A worker.main worker` runs: late acks, prefetch 1, one task per pool
+    process (core.broker.celery_config), one pool process by default (one per GPU)."""
     app = Celery("robustify")
     app.conf.update(celery_config(settings))
+    app.conf.update(
+        worker_pool="prefork",
+        worker_concurrency=1,
+        # A lost broker connection must not cancel a running job: the job is guarded by its
+        # claim and lease in the database, not by the message.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
     app.conf.robustify_settings = settings
+
+    def use_our_logging(**_: Any) -> None:
+        # With a receiver connected Celery leaves logging alone: JSON lines with the job id,
+        # in the worker and in each pool process it forks.
+        configure_logging(settings)
+
+    setup_logging.connect(use_our_logging, weak=False)
     from worker.tasks import register_tasks
 
     register_tasks(app)

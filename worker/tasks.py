@@ -9,6 +9,8 @@ import socket
 from celery import Celery
 
 from core.broker import RUN_JOB_TASK
+from core.config import Settings
+from core.logs import job_context
 
 log = logging.getLogger(__name__)
 
@@ -16,17 +18,35 @@ log = logging.getLogger(__name__)
 def register_tasks(app: Celery) -> None:
     @app.task(name=RUN_JOB_TASK)
     def run_job(job_id: str) -> None:
-        # Imported in the child process: torch (and CUDA) are never touched in the parent.
-        from core.context import ServiceContext
-        from core.pipeline import run_job as run_pipeline_job
+        with job_context(job_id):
+            run_in_this_process(job_id, app.conf.robustify_settings)
 
-        context = ServiceContext.build(app.conf.robustify_settings)
+
+def run_in_this_process(job_id: str, settings: Settings) -> None:
+    """Run `job_id` in this pool process, which serves this one task (max_tasks_per_child=1)."""
+    # Imported here, in the pool process: the parent never loads torch, so never touches CUDA.
+    from core import jobs
+    from core.context import ServiceContext
+
+    context = ServiceContext.build(settings)
+    try:
+        if not jobs.may_claim(context.sessions, job_id):
+            log.info("job %s: ended or held by a live worker; message dropped", job_id)
+            return
+        import torch
+
+        from core.pipeline import run_job
+
+        if settings.torch_threads is not None:
+            torch.set_num_threads(settings.torch_threads)
         worker_id = f"{socket.gethostname()}:{os.getpid()}"
         log.info("job %s: picked up by %s", job_id, worker_id)
-        run_pipeline_job(
+        run_job(
             job_id,
-            settings=context.settings,
+            settings=settings,
             factory=context.sessions,
             store=context.store,
             worker_id=worker_id,
         )
+    finally:
+        context.engine.dispose()

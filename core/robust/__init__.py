@@ -24,8 +24,8 @@ _WHERE = {
     "RobustError": "errors",
     "TrainingDiverged": "errors",
     "UnsafeArchiveError": "errors",
-    "EvalReport": "evaluate",
-    "evaluate": "evaluate",
+    "EvalReport": "evaluation",
+    "evaluate": "evaluation",
     "EpochMetrics": "finetune",
     "FinetuneConfig": "finetune",
     "FinetuneResult": "finetune",
@@ -83,7 +83,7 @@ if TYPE_CHECKING:
         TrainingDiverged,
         UnsafeArchiveError,
     )
-    from core.robust.evaluate import EvalReport, evaluate
+    from core.robust.evaluation import EvalReport, evaluate
     from core.robust.finetune import (
         EpochMetrics,
         FinetuneConfig,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.robust.evaluate import evaluate
+from core.robust.evaluation import evaluate
 from core.robust.threat import ThreatModel
 
 THREAT = ThreatModel(norm="linf", epsilon=0.2)

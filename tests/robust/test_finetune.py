@@ -7,7 +7,7 @@ import torch
 
 from core.robust.checkpoint import load_checkpoint, save_checkpoint
 from core.robust.errors import InvalidConfig, TrainingDiverged
-from core.robust.evaluate import evaluate
+from core.robust.evaluation import evaluate
 from core.robust.finetune import FinetuneConfig, adversarial_finetune
 from core.robust.threat import ThreatModel
 
