@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from api.errors import install_error_handlers
 from api.metrics import RequestMetricsMiddleware, ServiceMetrics
 from api.queue import JobQueue
-from api.routes import all_routers
+from api.routes import all_routers, web
 from api.schemas import ErrorBody
 from api.uploads import UploadSlots
 from core.config import Settings
@@ -68,6 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = ServiceMetrics(context, queue)
     for router in all_routers():
         app.include_router(router)
+    app.mount("/static", web.static_files(), name="static")
     install_error_handlers(app)
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
     return app

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import datasets, health, jobs, models
+from api.routes import datasets, health, jobs, models, report, web
 
 
 def all_routers() -> list[APIRouter]:
-    return [models.router, datasets.router, jobs.router, health.router]
+    return [models.router, datasets.router, jobs.router, report.router, health.router, web.router]

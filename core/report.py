@@ -1,0 +1,535 @@
+"""A job's robustness report: one self-contained HTML file (inline CSS, plots as inline SVG, no
+scripts, nothing fetched), rendered from the job's row, so the API, the CLI and the web page
+show the same thing for a running, evaluated, hardened or failed job alike."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from html import escape
+from typing import Any, Protocol
+
+from matplotlib import rc_context
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+BEFORE_COLOR, AFTER_COLOR = "#8a8f98", "#1f6feb"
+CLEAN_COLOR, ROBUST_COLOR = "#2da44e", "#cf222e"
+
+# rcParams are one global dict: the few settings the plots need are set under this lock.
+_PLOT_LOCK = threading.Lock()
+
+
+class JobLike(Protocol):
+    """What the report reads of a job: core.tables.Job, or anything shaped like it."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def model_id(self) -> str | None: ...
+    @property
+    def dataset(self) -> str: ...
+    @property
+    def config(self) -> dict[str, Any]: ...
+    @property
+    def progress(self) -> dict[str, Any]: ...
+    @property
+    def metrics(self) -> dict[str, Any]: ...
+    @property
+    def manifest(self) -> dict[str, Any]: ...
+    @property
+    def error(self) -> dict[str, Any] | None: ...
+    @property
+    def result_model_id(self) -> str | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def finished_at(self) -> datetime | None: ...
+
+
+def render_report(
+    job: JobLike,
+    *,
+    epochs: Sequence[Mapping[str, Any]] | None = None,
+    model_name: str | None = None,
+    generated_at: datetime | None = None,
+) -> str:
+    """The HTML report of `job`.
+
+    `epochs` are the per-epoch metrics known so far (a running job's checkpoints); by default
+    those the finished job recorded in `metrics["epochs"]`. Every text from the job is escaped.
+    """
+    metrics = job.metrics or {}
+    history = list(epochs if epochs is not None else metrics.get("epochs") or [])
+    before, after = metrics.get("before"), metrics.get("after")
+    title = f"robustify report: {job.id}"
+    sections = [
+        _summary(job, model_name, generated_at or datetime.now(UTC)),
+        _state(job, history),
+        _warnings(before, after),
+        _comparison(before, after),
+        _training(history, job, metrics.get("best_epoch")),
+        _by_epsilon(before, after),
+        _checks(before, after),
+        _settings(job.config or {}),
+        _manifest(job.manifest or {}),
+    ]
+    body = "\n".join(section for section in sections if section)
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head>\n"
+        f'<body><main class="report">\n{body}\n</main></body></html>\n'
+    )
+
+
+# -- sections -------------------------------------------------------------------------------
+
+
+def _summary(job: JobLike, model_name: str | None, generated_at: datetime) -> str:
+    model = escape(job.model_id or "(deleted)")
+    if model_name:
+        model = f"{escape(model_name)} <code>{model}</code>"
+    rows = [
+        ("status", f'<span class="status {_css_word(job.status)}">{escape(job.status)}</span>'),
+        ("kind", escape(job.kind)),
+        ("model", model),
+        ("dataset", escape(job.dataset)),
+        ("created", _time(job.created_at)),
+        ("finished", _time(job.finished_at) if job.finished_at else "not yet"),
+    ]
+    if job.result_model_id:
+        rows.append(("hardened model", f"<code>{escape(job.result_model_id)}</code>"))
+    best = (job.metrics or {}).get("best_epoch")
+    if best is not None:
+        rows.append(
+            ("model handed back", f"epoch {escape(str(best))} (best validation robust accuracy)")
+        )
+    return (
+        f'<header><h1>Robustness report</h1><p class="job-id"><code>{escape(job.id)}</code>'
+        f" &middot; generated {_time(generated_at)}</p></header>\n"
+        f'<section id="summary">{_key_values(rows)}</section>'
+    )
+
+
+def _state(job: JobLike, history: list[Mapping[str, Any]]) -> str:
+    """What is missing and why: still running, failed, cancelled."""
+    if job.error:
+        code = escape(str(job.error.get("code", "error")))
+        message = escape(str(job.error.get("message", "")))
+        return (
+            f'<section id="error" class="box error"><h2>The job {escape(job.status)}</h2>'
+            f"<p><code>{code}</code>: {message}</p>"
+            + (
+                f"<p>{len(history)} finished epoch(s) are shown below; their checkpoints stay "
+                "downloadable.</p>"
+                if history
+                else ""
+            )
+            + "</section>"
+        )
+    if job.status in ("queued", "running"):
+        progress = job.progress or {}
+        where = escape(str(progress.get("phase", job.status)).replace("_", " "))
+        if progress.get("epochs"):
+            epoch, total = escape(str(progress.get("epoch", 0))), escape(str(progress["epochs"]))
+            where += f", epoch {epoch} of {total}"
+        return (
+            f'<section id="in-progress" class="box note"><h2>This job is {escape(job.status)}</h2>'
+            f"<p>Now: {where}. This report shows what is known so far; ask again when the job "
+            "has ended for the final evaluation.</p></section>"
+        )
+    return ""
+
+
+def _warnings(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str:
+    failed = [
+        (label, check)
+        for label, report in (("before", before), ("after", after))
+        if report
+        for check in report.get("checks") or []
+        if not check.get("passed", True)
+    ]
+    if not failed:
+        if before or after:
+            return (
+                '<section id="warnings" class="box ok"><h2>Sanity checks</h2><p>Every sanity '
+                "check of the evaluation passed: no sign of gradient masking.</p></section>"
+            )
+        return ""
+    items = "".join(
+        f"<li><strong>{escape(label)}: {escape(str(check.get('name')))}</strong> failed "
+        f"({escape(str(check.get('detail', '')))})</li>"
+        for label, check in failed
+    )
+    return (
+        '<section id="warnings" class="box warning"><h2>Warnings: possible gradient masking</h2>'
+        "<p>These checks of the evaluation (Carlini et al. 2019) failed. The attack, not the "
+        "model, may have failed: the robust accuracy may be overstated.</p>"
+        f"<ul>{items}</ul></section>"
+    )
+
+
+def _comparison(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str:
+    reports = [report for report in (before, after) if report]
+    if not reports:
+        return ""
+    first = reports[0]
+    threat = first.get("threat") or {}
+    epsilon = _number(threat.get("epsilon"))
+    norm = escape(str(threat.get("norm", "")))
+    steps = escape(str(first.get("attack_steps", "?")))
+    restarts = first.get("restarts", 1)
+    rows: list[tuple[str, str]] = [
+        ("clean", "clean_accuracy"),
+        (f"FGSM ({norm}, eps {epsilon})", "fgsm_accuracy"),
+        (
+            f"PGD-{steps} ({norm}, eps {epsilon}"
+            + (f", {escape(str(restarts))} restarts" if restarts and restarts > 1 else "")
+            + ")",
+            "robust_accuracy",
+        ),
+    ]
+    if any(report.get("autoattack_accuracy") is not None for report in reports):
+        rows.append((f"AutoAttack ({norm}, eps {epsilon})", "autoattack_accuracy"))
+    head = "<tr><th>accuracy</th><th>before</th>" + (
+        "<th>after</th><th>change</th></tr>" if after else "</tr>"
+    )
+    lines = []
+    for label, key in rows:
+        cells = f"<td>{_percent((before or {}).get(key))}</td>"
+        if after:
+            cells += f"<td>{_percent(after.get(key))}</td><td>{_change(before, after, key)}</td>"
+        lines.append(f'<tr data-metric="{key}"><th scope="row">{label}</th>{cells}</tr>')
+    count = escape(str(first.get("num_samples", "?")))
+    seed = escape(str(first.get("seed", "?")))
+    return (
+        '<section id="before-after"><h2>Before and after</h2>'
+        f'<table class="numbers"><thead>{head}</thead><tbody>{"".join(lines)}</tbody></table>'
+        f'<p class="caption">On a fixed subset of {count} test images (seed {seed}); '
+        "the same images before and after.</p></section>"
+    )
+
+
+def _change(before: Mapping[str, Any] | None, after: Mapping[str, Any], key: str) -> str:
+    old, new = (before or {}).get(key), after.get(key)
+    if not isinstance(old, int | float) or not isinstance(new, int | float):
+        return ""
+    points = (new - old) * 100
+    kind = "up" if points > 0.05 else "down" if points < -0.05 else "same"
+    return f'<span class="{kind}">{points:+.1f} pts</span>'
+
+
+def _training(history: list[Mapping[str, Any]], job: JobLike, best_epoch: int | None) -> str:
+    if not history:
+        if job.kind == "harden" and job.status in ("queued", "running"):
+            return (
+                '<section id="training"><h2>Training</h2>'
+                "<p>No epoch has finished yet.</p></section>"
+            )
+        return ""
+    head = (
+        "<tr><th>epoch</th><th>train loss</th><th>lr</th><th>epsilon</th>"
+        "<th>val clean</th><th>val robust</th><th>seconds</th></tr>"
+    )
+    lines = []
+    for row in history:
+        epoch = row.get("epoch")
+        marker = ' class="best"' if best_epoch is not None and epoch == best_epoch else ""
+        lines.append(
+            f'<tr data-epoch="{escape(str(epoch))}"{marker}><td>{escape(str(epoch))}</td>'
+            f"<td>{_number(row.get('train_loss'), 4)}</td>"
+            f"<td>{_number(row.get('lr'), 5)}</td><td>{_number(row.get('epsilon'))}</td>"
+            f"<td>{_percent(row.get('val_clean_accuracy'))}</td>"
+            f"<td>{_percent(row.get('val_robust_accuracy'))}</td>"
+            f"<td>{_seconds(row.get('seconds'))}</td></tr>"
+        )
+    return (
+        '<section id="training"><h2>Training, epoch by epoch</h2>'
+        f'<figure class="plot">{epoch_curves_svg(history, best_epoch=best_epoch)}'
+        "<figcaption>Validation accuracy (clean, and under PGD at the threat's epsilon), training "
+        "loss and learning rate per epoch"
+        + ("; the dashed line marks the epoch handed back." if best_epoch else ".")
+        + "</figcaption></figure>"
+        f'<table class="numbers"><thead>{head}</thead><tbody>{"".join(lines)}</tbody></table>'
+        "</section>"
+    )
+
+
+def _by_epsilon(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str:
+    curves = {
+        label: _epsilon_curve(report)
+        for label, report in (("before", before), ("after", after))
+        if report and report.get("accuracy_by_epsilon")
+    }
+    if not curves:
+        return ""
+    epsilons = sorted({eps for curve in curves.values() for eps in curve})
+    head = "<tr><th>epsilon</th>" + "".join(f"<th>{label}</th>" for label in curves) + "</tr>"
+    lines = [
+        f"<tr><td>{eps:g}</td>"
+        + "".join(f"<td>{_percent(curve.get(eps))}</td>" for curve in curves.values())
+        + "</tr>"
+        for eps in epsilons
+    ]
+    reference = before or after or {}
+    steps = escape(str(reference.get("attack_steps", "?")))
+    norm = escape(str((reference.get("threat") or {}).get("norm", "")))
+    return (
+        '<section id="by-epsilon"><h2>Accuracy against epsilon</h2>'
+        f'<figure class="plot">{epsilon_curves_svg(curves)}'
+        f"<figcaption>PGD-{steps} accuracy within {norm} balls of growing radius "
+        "(epsilon 0 is clean accuracy).</figcaption></figure>"
+        f'<table class="numbers"><thead>{head}</thead><tbody>{"".join(lines)}</tbody></table>'
+        "</section>"
+    )
+
+
+def _checks(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str:
+    reports = {label: report for label, report in (("before", before), ("after", after)) if report}
+    names: list[str] = []
+    for report in reports.values():
+        for check in report.get("checks") or []:
+            if check.get("name") not in names:
+                names.append(str(check.get("name")))
+    if not names:
+        return ""
+    head = "<tr><th>check</th>" + "".join(f"<th>{label}</th>" for label in reports) + "</tr>"
+    lines = []
+    for name in names:
+        cells = ""
+        for report in reports.values():
+            check = next((c for c in report.get("checks") or [] if c.get("name") == name), None)
+            if check is None:
+                cells += "<td></td>"
+                continue
+            verdict = "passed" if check.get("passed") else "FAILED"
+            cells += (
+                f'<td class="{verdict.lower()}"><strong>{verdict}</strong> '
+                f"{escape(str(check.get('detail', '')))}</td>"
+            )
+        lines.append(f'<tr><th scope="row">{escape(name.replace("_", " "))}</th>{cells}</tr>')
+    return (
+        '<section id="checks"><h2>Sanity checks of the evaluation</h2>'
+        f'<table class="checks"><thead>{head}</thead><tbody>{"".join(lines)}</tbody></table>'
+        "</section>"
+    )
+
+
+def _settings(config: Mapping[str, Any]) -> str:
+    groups = [
+        ("threat model", config.get("threat_model")),
+        ("hyperparameters", config.get("hyperparameters")),
+        ("evaluation", config.get("evaluation")),
+    ]
+    blocks = "".join(
+        f"<div><h3>{escape(name)}</h3>"
+        + _key_values([(str(key), _value(value)) for key, value in values.items()])
+        + "</div>"
+        for name, values in groups
+        if isinstance(values, Mapping)
+    )
+    seed = escape(str(config.get("seed", "")))
+    return (
+        f'<section id="settings"><h2>Settings</h2><div class="columns">{blocks}</div>'
+        f"<p>seed <code>{seed}</code></p></section>"
+    )
+
+
+def _manifest(manifest: Mapping[str, Any]) -> str:
+    if not manifest:
+        return (
+            '<section id="manifest"><h2>Reproducibility manifest</h2>'
+            "<p>Written when the job succeeds.</p></section>"
+        )
+    return (
+        '<section id="manifest"><h2>Reproducibility manifest</h2>'
+        "<p>Seed, versions, device, the full configuration, the inputs' and outputs' sha256 "
+        "and the evaluation subset: what it takes to run this job again.</p>"
+        f"<pre>{escape(compact_json(manifest))}</pre></section>"
+    )
+
+
+# -- plots ----------------------------------------------------------------------------------
+
+
+def epoch_curves_svg(history: Sequence[Mapping[str, Any]], *, best_epoch: int | None) -> str:
+    """Three panels: validation accuracy (clean, robust), training loss, learning rate."""
+    epochs = [row.get("epoch") for row in history]
+    figure = _figure(width=9.6, height=3.0)
+    accuracy, loss, rate = figure.subplots(1, 3)
+    for key, label, color in (
+        ("val_clean_accuracy", "val clean", CLEAN_COLOR),
+        ("val_robust_accuracy", "val robust", ROBUST_COLOR),
+    ):
+        accuracy.plot(epochs, _series(history, key), marker="o", label=label, color=color)
+    accuracy.set(title="validation accuracy", xlabel="epoch", ylim=(-0.02, 1.02))
+    accuracy.legend(loc="best", fontsize=8)
+    loss.plot(epochs, _series(history, "train_loss"), marker="o", color="#6e40c9")
+    loss.set(title="training loss", xlabel="epoch")
+    rate.plot(epochs, _series(history, "lr"), marker="o", color="#bc4c00")
+    rate.set(title="learning rate (end of epoch)", xlabel="epoch")
+    for axes in (accuracy, loss, rate):
+        axes.grid(alpha=0.3)
+        axes.xaxis.get_major_locator().set_params(integer=True)
+        if best_epoch is not None:
+            axes.axvline(best_epoch, color="#57606a", linestyle="--", linewidth=1)
+    return _svg(figure, "epochs")
+
+
+def epsilon_curves_svg(curves: Mapping[str, Mapping[float, float]]) -> str:
+    """Accuracy against the attack's radius, one line per evaluation (before, after)."""
+    figure = _figure(width=5.6, height=3.2)
+    axes = figure.subplots()
+    colors = {"before": BEFORE_COLOR, "after": AFTER_COLOR}
+    for label, curve in curves.items():
+        points = sorted(curve.items())
+        axes.plot(
+            [eps for eps, _ in points],
+            [acc for _, acc in points],
+            marker="o",
+            label=label,
+            color=colors.get(label),
+        )
+    axes.set(xlabel="epsilon", ylabel="accuracy", ylim=(-0.02, 1.02))
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best", fontsize=8)
+    return _svg(figure, "epsilon")
+
+
+def _figure(*, width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)  # the Agg canvas, set here: no GUI backend, no global pyplot state
+    return figure
+
+
+def _svg(figure: Figure, name: str) -> str:
+    buffer = io.StringIO()
+    # Text as text (no glyph definitions) and ids salted by plot, so that several SVGs can
+    # share one HTML document without clashing ids.
+    with _PLOT_LOCK, rc_context({"svg.fonttype": "none", "svg.hashsalt": name}):
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]
+
+
+def _series(history: Sequence[Mapping[str, Any]], key: str) -> list[float]:
+    values = []
+    for row in history:
+        value = row.get(key)
+        values.append(float(value) if isinstance(value, int | float) else math.nan)
+    return values
+
+
+def _epsilon_curve(report: Mapping[str, Any]) -> dict[float, float]:
+    curve = {}
+    for eps, acc in (report.get("accuracy_by_epsilon") or {}).items():
+        try:
+            curve[float(eps)] = float(acc)
+        except (TypeError, ValueError):
+            continue
+    return curve
+
+
+# -- formatting -----------------------------------------------------------------------------
+
+
+def compact_json(value: Any, indent: int = 0) -> str:
+    """JSON with objects one key a line and lists of plain values on one line (the evaluation
+    subset's hundreds of indices stay readable)."""
+    pad = "  " * indent
+    if isinstance(value, Mapping) and value:
+        items = [
+            f"{pad}  {json.dumps(str(key))}: {compact_json(item, indent + 1)}"
+            for key, item in value.items()
+        ]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list) and any(isinstance(item, Mapping | list) for item in value):
+        items = [f"{pad}  {compact_json(item, indent + 1)}" for item in value]
+        return "[\n" + ",\n".join(items) + f"\n{pad}]"
+    return json.dumps(value, default=str)
+
+
+def _key_values(rows: Sequence[tuple[str, str]]) -> str:
+    """Rows of (label, already-escaped HTML) as a definition list; labels are escaped here."""
+    return "<dl>" + "".join(f"<dt>{escape(k)}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return '<span class="muted">default</span>'
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | dict):
+        return escape(json.dumps(value))
+    return escape(str(value))
+
+
+def _percent(value: Any) -> str:
+    if not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value):
+        return '<span class="muted">&ndash;</span>'
+    return f"{value * 100:.1f}%"
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return '<span class="muted">&ndash;</span>'
+    return f"{value:.{digits}g}"
+
+
+def _seconds(value: Any) -> str:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return '<span class="muted">&ndash;</span>'
+    return f"{value:.1f}"
+
+
+def _time(value: datetime) -> str:
+    return escape(value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
+
+
+def _css_word(text: str) -> str:
+    return "".join(char for char in text.lower() if char.isalnum() or char == "-")
+
+
+_CSS = """
+:root { color-scheme: light; --muted: #57606a; --line: #d0d7de; }
+body { margin: 0; background: #f6f8fa; color: #1f2328;
+  font: 14px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
+.report { max-width: 1000px; margin: 0 auto; padding: 24px; background: #fff; }
+h1 { margin: 0; font-size: 24px; } h2 { font-size: 18px; margin: 28px 0 8px; }
+h3 { font-size: 14px; margin: 8px 0 4px; color: var(--muted); }
+.job-id { margin: 2px 0 12px; color: var(--muted); }
+code, pre { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12px; }
+pre { background: #f6f8fa; border: 1px solid var(--line); padding: 12px;
+  white-space: pre-wrap; overflow-wrap: anywhere; }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; margin: 0; }
+dt { color: var(--muted); } dd { margin: 0; overflow-wrap: anywhere; }
+table { border-collapse: collapse; margin: 8px 0; }
+th, td { padding: 4px 12px; border-bottom: 1px solid var(--line); text-align: left; }
+table.numbers td { text-align: right; font-variant-numeric: tabular-nums; }
+thead th { border-bottom: 2px solid var(--line); }
+tr.best td { background: #ddf4ff; }
+.caption, figcaption { color: var(--muted); font-size: 12px; }
+figure.plot { margin: 8px 0; } figure.plot svg { max-width: 100%; height: auto; }
+.columns { display: grid; grid-template-columns: repeat(auto-fit, minmax(300px, 1fr)); gap: 16px; }
+.box { border: 1px solid; border-radius: 6px; padding: 4px 16px; margin: 16px 0; }
+.box h2 { margin-top: 8px; }
+.warning { background: #fff8c5; border-color: #d4a72c; }
+.error { background: #ffebe9; border-color: #ff8182; }
+.note { background: #ddf4ff; border-color: #54aeff; }
+.ok { background: #dafbe1; border-color: #4ac26b; }
+.status { padding: 1px 8px; border-radius: 10px; background: #eaeef2; font-weight: 600; }
+.status.succeeded { background: #dafbe1; } .status.failed { background: #ffebe9; }
+.status.running { background: #ddf4ff; } .status.cancelled { background: #fff8c5; }
+.up { color: #1a7f37; } .down { color: #cf222e; } .muted, .same { color: var(--muted); }
+td.failed { color: #9a6700; } td.passed strong { color: #1a7f37; }
+"""
