@@ -1,123 +1,192 @@
-"""`robustify demo`: the whole product in one run on the bundled digits data.
+"""`robustify demo`: the whole product in one run, through the service, on the bundled digits.
 
-It plays both sides: the user (train a small classifier, save it), and the service (load the
-file as an upload, harden it, evaluate before and after, hand back a file of the same format).
+It starts the embedded service (`robustify up`: the API and a real Celery worker) on a free
+port with a data dir of its own, makes an API key, trains a small digits classifier as a user
+would, then does what a user does over HTTP with the SDK: upload, harden while watching, download,
+read the before/after evaluation and the report. The service is stopped at the end.
 """
 
 from __future__ import annotations
 
-import time
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from rich.console import Console
-from rich.table import Table
 
-from core.robust import (
-    EvalReport,
-    FinetuneConfig,
-    ThreatModel,
-    adversarial_finetune,
-    evaluate,
-    load_dataset,
-    load_model,
-    save_model,
+from cli.display import accuracy_table, job_warnings, transfer_bar
+from cli.embedded import EmbeddedService
+from cli.jobs import follow
+from cli.models import download_with_bar
+from cli.remote import describe_api_error
+from cli.sdk import (
+    ApiError,
+    Evaluation,
+    EvaluationOptions,
+    Hyperparameters,
+    Job,
+    RobustifyClient,
+    ThreatModelOptions,
 )
-from core.robust.architectures import build_architecture
-from core.robust.modelio import model_from_module
-from core.robust.pretrain import train_clean
 
 ARCHITECTURE = "builtin:digits_cnn"
 INPUT_SHAPE = (1, 8, 8)
+DATASET = "builtin:digits"
 # At 0.2 a clean digits CNN is almost always fooled: the setting where hardening shows.
 EPSILON = 0.2
+TRAINING_ATTACK_STEPS = 7
+EVALUATION_ATTACK_STEPS = 20
 
 
 @dataclass(frozen=True)
 class DemoResult:
-    before: EvalReport
-    after: EvalReport
+    job: Job
     uploaded: Path
-    hardened: Path
+    hardened: Path | None
+    report: Path | None
+
+    @property
+    def before(self) -> Evaluation | None:
+        return self.job.before
+
+    @property
+    def after(self) -> Evaluation | None:
+        return self.job.after
+
+    @property
+    def hardening_helped(self) -> bool:
+        return (
+            self.job.status == "succeeded"
+            and self.before is not None
+            and self.after is not None
+            and self.after.robust_accuracy > self.before.robust_accuracy
+        )
 
 
-def run_demo(
-    output_dir: Path, *, epochs: int = 10, seed: int = 0, console: Console | None = None
-) -> DemoResult:
-    """Train, save, load as an upload, harden, evaluate, save; print what happened."""
-    console = console or Console()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    data = load_dataset("builtin:digits")
-    threat = ThreatModel(norm="linf", epsilon=EPSILON, steps=7)
+def train_digits_model(path: Path, *, seed: int) -> Path:
+    """The user's side: a clean digits CNN, saved as a state_dict (seconds on a CPU)."""
+    import torch
 
-    console.print(
-        f"[bold]1.[/] Training a clean {ARCHITECTURE} on builtin:digits "
-        f"({len(data.train)} train / {len(data.test)} test images)"
-    )
+    from core.robust import load_dataset, save_model
+    from core.robust.architectures import build_architecture
+    from core.robust.modelio import model_from_module
+    from core.robust.pretrain import train_clean
+
+    data = load_dataset(DATASET)
     torch.manual_seed(seed)
     net = build_architecture(ARCHITECTURE, input_shape=INPUT_SHAPE, num_classes=10)
     net = train_clean(net, data.train, seed=seed, device="cpu")
-    uploaded = output_dir / "digits-cnn.pt"
-    save_model(
-        model_from_module(net, input_shape=INPUT_SHAPE, num_classes=10, architecture=ARCHITECTURE),
-        uploaded,
+    model = model_from_module(
+        net, input_shape=INPUT_SHAPE, num_classes=10, architecture=ARCHITECTURE
     )
-
-    console.print(f"[bold]2.[/] Loading {uploaded} as an upload would be loaded (weights only)")
-    model = load_model(uploaded, input_shape=INPUT_SHAPE, num_classes=10, architecture=ARCHITECTURE)
-    before = evaluate(model, data.test, threat, attack_steps=20, device="cpu")
-
-    console.print(
-        f"[bold]3.[/] Adversarial fine-tuning, slow start / fast decay, "
-        f"Linf epsilon {EPSILON}, {epochs} epochs"
-    )
-    started = time.perf_counter()
-    result = adversarial_finetune(
-        model,
-        data.train,
-        threat,
-        FinetuneConfig(epochs=epochs, seed=seed),
-        val=data.test,
-        device="cpu",
-        on_epoch=lambda m, _checkpoint: console.print(
-            f"   epoch {m.epoch:2d}  loss {m.train_loss:.3f}  lr {m.lr:.4f}  "
-            f"val clean {m.val_clean_accuracy:.3f}  val PGD-10 {m.val_robust_accuracy:.3f}"
-        ),
-    )
-    console.print(
-        f"   done in {time.perf_counter() - started:.1f} s; best epoch {result.best_epoch}"
-    )
-    after = evaluate(result.model, data.test, threat, attack_steps=20, device="cpu")
-    hardened = output_dir / "digits-cnn-robust.pt"
-    save_model(result.model, hardened)
-
-    console.print(comparison_table(before, after))
-    for warning in after.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
-    console.print(
-        f"Uploaded model: {uploaded}\nHardened model (same format, same input): {hardened}"
-    )
-    return DemoResult(before=before, after=after, uploaded=uploaded, hardened=hardened)
+    save_model(model, path)
+    return path
 
 
-def comparison_table(before: EvalReport, after: EvalReport) -> Table:
-    table = Table(title=f"builtin:digits test set ({after.num_samples} images)")
-    table.add_column("accuracy")
-    table.add_column("before", justify="right")
-    table.add_column("after", justify="right")
-    table.add_row("clean", f"{before.clean_accuracy:.1%}", f"{after.clean_accuracy:.1%}")
-    table.add_row(
-        f"PGD-{after.attack_steps} (eps {after.threat.epsilon:g})",
-        f"{before.robust_accuracy:.1%}",
-        f"{after.robust_accuracy:.1%}",
-    )
-    for epsilon, accuracy in after.accuracy_by_epsilon.items():
-        if epsilon in (0.0, after.threat.epsilon):
-            continue
-        table.add_row(
-            f"PGD-{after.attack_steps} at eps {epsilon:g}",
-            f"{before.accuracy_by_epsilon[epsilon]:.1%}",
-            f"{accuracy:.1%}",
+def run_demo(
+    output_dir: Path,
+    *,
+    epochs: int = 10,
+    seed: int = 0,
+    data_dir: Path | None = None,
+    console: Console | None = None,
+) -> DemoResult:
+    """Run the demo, printing as it goes; the service's state lives in `data_dir` (default: a
+    temporary folder, removed at the end) and its log in `output_dir`/service.log."""
+    # Piped (a log, CI), lines stay whole up to 100 characters.
+    console = console or (Console() if sys.stdout.isatty() else Console(width=100))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="robustify-demo-") as temporary:
+        service = EmbeddedService(data_dir or Path(temporary), log_path=output_dir / "service.log")
+        console.print(
+            "[bold]1.[/] Starting the service (`robustify up`: the API and a Celery worker)",
+            highlight=False,
         )
-    return table
+        with service:
+            console.print(
+                f"[bold]2.[/] Training a clean {ARCHITECTURE} on {DATASET} "
+                "(1437 train / 360 test images)",
+                highlight=False,
+            )
+            uploaded = train_digits_model(output_dir / "digits-cnn.pt", seed=seed)
+            service.wait_ready()
+            key = service.create_api_key("demo")
+            console.print(
+                f"   the service is up at {service.url} (state in {service.data_dir})\n"
+                "   created an API key",
+                highlight=False,
+            )
+            with RobustifyClient(service.url, key, timeout=120) as client:
+                result = _use_the_service(client, console, uploaded, output_dir, epochs, seed)
+            console.print("[bold]6.[/] Stopping the service", highlight=False)
+    return result
+
+
+def _use_the_service(
+    client: RobustifyClient,
+    console: Console,
+    uploaded: Path,
+    output_dir: Path,
+    epochs: int,
+    seed: int,
+) -> DemoResult:
+    console.print(f"[bold]3.[/] Uploading {uploaded}", highlight=False)
+    with transfer_bar(console, f"   {uploaded.name}") as on_progress:
+        model = client.upload_model(
+            uploaded,
+            name="digits-cnn",
+            input_shape=list(INPUT_SHAPE),
+            num_classes=10,
+            architecture=ARCHITECTURE,
+            on_progress=on_progress,
+        )
+    console.print(f"   model {model.id} ({model.format}, checked by the API)", highlight=False)
+
+    console.print(
+        f"[bold]4.[/] Hardening it: adversarial fine-tuning, slow start / fast decay, "
+        f"Linf epsilon {EPSILON}, {epochs} epochs",
+        highlight=False,
+    )
+    job = client.harden(
+        model.id,
+        dataset=DATASET,
+        threat_model=ThreatModelOptions(norm="linf", epsilon=EPSILON, steps=TRAINING_ATTACK_STEPS),
+        hyperparameters=Hyperparameters(epochs=epochs),
+        evaluation=EvaluationOptions(attack_steps=EVALUATION_ATTACK_STEPS),
+        seed=seed,
+    )
+    console.print(f"   job {job.id}", highlight=False)
+    job = follow(client, job.id, console, live=True)
+    if job.status != "succeeded" or job.result_model_id is None:
+        reason = f"{job.error.message} ({job.error.code})" if job.error else job.status
+        console.print(f"[red]error:[/] job {job.id} {job.status}: {reason}", highlight=False)
+        return DemoResult(job=job, uploaded=uploaded, hardened=None, report=None)
+
+    hardened = output_dir / "digits-cnn-robust.pt"
+    console.print(f"[bold]5.[/] Downloading the hardened model to {hardened}", highlight=False)
+    download_with_bar(
+        client, job.result_model_id, hardened, console, description=f"   {hardened.name}"
+    )
+    table = accuracy_table(job)
+    if table is not None:
+        console.print(table)
+    for warning in job_warnings(job):
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    report = _save_report(client, job, output_dir / "report.html", console)
+    console.print(
+        f"Uploaded model: {uploaded}\nHardened model (same format, same input): {hardened}",
+        highlight=False,
+    )
+    return DemoResult(job=job, uploaded=uploaded, hardened=hardened, report=report)
+
+
+def _save_report(client: RobustifyClient, job: Job, path: Path, console: Console) -> Path | None:
+    url = client.job_report_url(job.id)
+    try:
+        client.download_report(job.id, path)
+    except ApiError as exc:
+        console.print(f"Report: not available ({describe_api_error(exc)})", highlight=False)
+        return None
+    console.print(f"Report: {path}\n   (it was served at {url})", highlight=False)
+    return path

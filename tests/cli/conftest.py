@@ -1,5 +1,6 @@
 """The installed `robustify` command run as a subprocess, against a fresh SQLite data dir or a
-fresh PostgreSQL database, with nothing from the caller's ROBUSTIFY_* environment."""
+fresh PostgreSQL database, with nothing from the caller's ROBUSTIFY_* environment; and a running
+embedded service (`robustify up`) for the SDK and the commands that use it."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from service_harness import RunningService, save_digits_model
 from sqlalchemy import create_engine, text
+from torch import nn
 
+from cli.embedded import EmbeddedService
 from core.config import Settings
 
 RunRobustify = Callable[..., subprocess.CompletedProcess[str]]
@@ -80,3 +84,29 @@ def run_robustify(robustify: str, cli_settings: Settings) -> RunRobustify:
         )
 
     return run
+
+
+# -- a running embedded service (`robustify up` on a free port), one per test module ---------
+
+
+@pytest.fixture(scope="module")
+def running_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+    folder = tmp_path_factory.mktemp("service")
+    service = EmbeddedService(
+        folder / "data",
+        log_path=folder / "service.log",
+        # One torch thread (two shared cores); a cancel is noticed within a second.
+        settings={"ROBUSTIFY_TORCH_THREADS": "1", "ROBUSTIFY_HEARTBEAT_SECONDS": "1"},
+    )
+    service.start()
+    try:
+        service.wait_ready()
+        yield RunningService(service=service, api_key=service.create_api_key("tests"))
+    finally:
+        assert service.stop() == 0, service.log_tail()
+
+
+@pytest.fixture(scope="module")
+def digits_model_file(tmp_path_factory: pytest.TempPathFactory, pretrained_cnn: nn.Module) -> Path:
+    """The clean digits CNN as a user uploads it: a state_dict of builtin:digits_cnn."""
+    return save_digits_model(pretrained_cnn, tmp_path_factory.mktemp("models") / "digits-cnn.pt")

@@ -1,7 +1,8 @@
-"""`robustify demo`: the real command, end to end, on the digits data."""
+"""`robustify demo`: the real command, end to end through the embedded service, on digits."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -10,21 +11,51 @@ from pathlib import Path
 from core.robust.modelio import detect_format, load_model
 
 
-def test_demo_hardens_a_digits_model_and_hands_back_the_same_format(tmp_path):
+def processes_using(folder: Path) -> list[int]:
+    """Live processes whose environment names `folder` (the demo's service and its worker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if str(folder).encode() in (entry / "environ").read_bytes():
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state not in ("Z", "X"):
+                    found.append(int(entry.name))
+        except OSError:  # ended while we looked, or not ours to read
+            continue
+    return found
+
+
+def test_demo_hardens_a_digits_model_through_the_service(tmp_path: Path) -> None:
     robustify = shutil.which("robustify", path=str(Path(sys.executable).parent))
     assert robustify, "robustify is installed into the venv by `make install`"
+    output, state = tmp_path / "out", tmp_path / "service-state"
     completed = subprocess.run(
-        [robustify, "demo", "--output", str(tmp_path), "--epochs", "10"],
+        [robustify, "demo", "--output", str(output), "--data-dir", str(state), "--epochs", "10"],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "PGD-20 (eps 0.2)" in completed.stdout
-    uploaded, hardened = tmp_path / "digits-cnn.pt", tmp_path / "digits-cnn-robust.pt"
+    log = (output / "service.log").read_text() if (output / "service.log").exists() else ""
+    assert completed.returncode == 0, completed.stdout + completed.stderr + log[-3000:]
+
+    printed = completed.stdout
+    assert "the service is up at http://127.0.0.1:" in printed
+    assert re.search(r"epoch 10  loss", printed)
+    row = re.search(r"PGD-20 \(eps 0\.2\)\s+│\s+([\d.]+)%\s+│\s+([\d.]+)%", printed)
+    assert row, printed
+    assert float(row.group(2)) > float(row.group(1)) + 20  # percentage points
+    assert "Stopping the service" in printed
+    uploaded, hardened = output / "digits-cnn.pt", output / "digits-cnn-robust.pt"
     assert detect_format(uploaded) == detect_format(hardened) == "state_dict"
     model = load_model(
         hardened, input_shape=(1, 8, 8), num_classes=10, architecture="builtin:digits_cnn"
     )
     assert model.spec.format == "state_dict"
+    if (output / "report.html").exists():  # the report endpoint is there
+        assert f"Report: {output / 'report.html'}" in printed
+    # The service (API and worker) is stopped: the job's database is in the data dir asked for.
+    assert (state / "robustify.db").is_file()
+    assert processes_using(state) == []

@@ -1,0 +1,282 @@
+"""`robustify harden MODEL` and `robustify evaluate MODEL`: a file is uploaded first, an
+mdl_ id is used as it is; the job is created, and followed with --watch (or --output)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from cli.jobs import follow, show_outcome
+from cli.models import (
+    ArchitectureOption,
+    FormatOption,
+    InputShapeOption,
+    MeanOption,
+    NameOption,
+    NumClassesOption,
+    StdOption,
+    UploadOptions,
+    download_with_bar,
+)
+from cli.remote import connected, stderr_console, stdout_console
+from cli.sdk import EvaluationOptions, Hyperparameters, Job, RobustifyClient, ThreatModelOptions
+
+THREAT = "Threat model"
+TRAINING = "Fine-tuning"
+EVALUATION = "Evaluation"
+
+ModelArgument = Annotated[
+    str,
+    typer.Argument(
+        help="A model file (uploaded first: give --input-shape and friends) or a model id (mdl_…).",
+        show_default=False,
+    ),
+]
+DatasetOption = Annotated[
+    str, typer.Option(help="builtin:digits, builtin:cifar10 ..., or an uploaded ds_… id.")
+]
+NormOption = Annotated[str | None, typer.Option(help="linf or l2.", rich_help_panel=THREAT)]
+EpsilonOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0, help="Radius in [0,1] pixel space (default 8/255).", rich_help_panel=THREAT
+    ),
+]
+SeedOption = Annotated[int | None, typer.Option(min=0, help="Random seed (default 0).")]
+EvalStepsOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1, help="PGD steps of the evaluation (default 20).", rich_help_panel=EVALUATION
+    ),
+]
+EvalEpsilonsOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Radii for accuracy-vs-epsilon, e.g. 0.05,0.1,0.3 (default: multiples of --epsilon).",
+        rich_help_panel=EVALUATION,
+    ),
+]
+MaxSamplesOption = Annotated[
+    int | None,
+    typer.Option(min=1, help="Test images evaluated (default 1000).", rich_help_panel=EVALUATION),
+]
+RestartsOption = Annotated[
+    int | None, typer.Option(min=1, help="PGD restarts (default 1).", rich_help_panel=EVALUATION)
+]
+AutoAttackOption = Annotated[
+    bool,
+    typer.Option("--autoattack", help="Also run AutoAttack (slow).", rich_help_panel=EVALUATION),
+]
+WatchOption = Annotated[
+    bool, typer.Option("--watch", "-w", help="Follow the job live until it ends; show its results.")
+]
+
+
+def _epsilons(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(value) for value in text.split(",") if value.strip()]
+    except ValueError:
+        raise typer.BadParameter(
+            f"numbers separated by commas, got {text!r}", param_hint="--eval-epsilons"
+        ) from None
+
+
+def _model_id(client: RobustifyClient, model: str, upload: UploadOptions, console: Console) -> str:
+    path = Path(model)
+    if path.is_file():
+        return upload.upload(client, path, console).id
+    if model.startswith("mdl_"):
+        return model
+    raise typer.BadParameter(
+        f"{model!r} is neither a file nor a model id (mdl_…)", param_hint="MODEL"
+    )
+
+
+def _queued(job: Job, console: Console) -> None:
+    console.print(
+        f"Queued {job.kind} job {job.id} (model {job.model_id}, {job.dataset})", highlight=False
+    )
+
+
+def harden(
+    ctx: typer.Context,
+    model: ModelArgument,
+    dataset: DatasetOption = "builtin:digits",
+    norm: NormOption = None,
+    epsilon: EpsilonOption = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="PGD steps of the training attack (default 10).", rich_help_panel=THREAT
+        ),
+    ] = None,
+    step_size: Annotated[
+        float | None,
+        typer.Option(min=0, help="PGD step (default 2.5*epsilon/steps).", rich_help_panel=THREAT),
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(min=1, help="Epochs of fine-tuning (default 10).", rich_help_panel=TRAINING),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Default 128.", rich_help_panel=TRAINING)
+    ] = None,
+    peak_lr: Annotated[
+        float | None,
+        typer.Option(min=0, help="Peak learning rate (default 0.2).", rich_help_panel=TRAINING),
+    ] = None,
+    schedule: Annotated[
+        str | None,
+        typer.Option(
+            help="slow_start_fast_decay (default), constant, piecewise, cosine, one_cycle.",
+            rich_help_panel=TRAINING,
+        ),
+    ] = None,
+    warmup_fraction: Annotated[
+        float | None,
+        typer.Option(
+            min=0, help="Slow start's share of the run (default 0.5).", rich_help_panel=TRAINING
+        ),
+    ] = None,
+    loss: Annotated[
+        str | None, typer.Option(help="pgd (default) or trades.", rich_help_panel=TRAINING)
+    ] = None,
+    trades_beta: Annotated[
+        float | None,
+        typer.Option(min=0, help="TRADES' beta (default 6).", rich_help_panel=TRAINING),
+    ] = None,
+    attack: Annotated[
+        str | None,
+        typer.Option(
+            help="Training attack: pgd (default) or fgsm (fast mode).", rich_help_panel=TRAINING
+        ),
+    ] = None,
+    epsilon_rampup: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Share of the run over which epsilon grows from 0 (default 0.3).",
+            rich_help_panel=TRAINING,
+        ),
+    ] = None,
+    eval_steps: EvalStepsOption = None,
+    eval_epsilons: EvalEpsilonsOption = None,
+    max_samples: MaxSamplesOption = None,
+    restarts: RestartsOption = None,
+    autoattack: AutoAttackOption = False,
+    seed: SeedOption = None,
+    watch: WatchOption = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Wait for the job and save the hardened model here."),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="A retry with the same key returns the same job.")
+    ] = None,
+    name: NameOption = None,
+    input_shape: InputShapeOption = None,
+    num_classes: NumClassesOption = None,
+    architecture: ArchitectureOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    model_format: FormatOption = None,
+) -> None:
+    """Harden a model: adversarial fine-tuning with a slow start, fast decay schedule.
+
+    Options left out get the service's defaults (the paper's). Exit code 1 if the job fails.
+    """
+    upload = UploadOptions(name, input_shape, num_classes, architecture, mean, std, model_format)
+    err = stderr_console()
+    with connected(ctx) as client:
+        job = client.harden(
+            _model_id(client, model, upload, err),
+            dataset=dataset,
+            threat_model=ThreatModelOptions(
+                norm=norm, epsilon=epsilon, step_size=step_size, steps=steps
+            ),
+            hyperparameters=Hyperparameters(
+                epochs=epochs,
+                batch_size=batch_size,
+                schedule=schedule,
+                peak_lr=peak_lr,
+                warmup_fraction=warmup_fraction,
+                loss=loss,
+                trades_beta=trades_beta,
+                attack=attack,
+                epsilon_rampup_fraction=epsilon_rampup,
+            ),
+            evaluation=EvaluationOptions(
+                attack_steps=eval_steps,
+                restarts=restarts,
+                autoattack=True if autoattack else None,
+                epsilons=_epsilons(eval_epsilons),
+                max_samples=max_samples,
+            ),
+            seed=seed,
+            idempotency_key=idempotency_key,
+        )
+        _queued(job, err)
+        if not watch and output is None:
+            err.print(f"Follow it with: robustify jobs watch {job.id}", highlight=False)
+            typer.echo(job.id)
+            return
+        job = follow(client, job.id, err, live=watch)
+        show_outcome(job, stdout_console())
+        if output is not None and job.result_model_id:
+            download_with_bar(client, job.result_model_id, output, err)
+            typer.echo(f"Saved the hardened model to {output}")
+
+
+def evaluate(
+    ctx: typer.Context,
+    model: ModelArgument,
+    dataset: DatasetOption = "builtin:digits",
+    norm: NormOption = None,
+    epsilon: EpsilonOption = None,
+    eval_steps: EvalStepsOption = None,
+    eval_epsilons: EvalEpsilonsOption = None,
+    max_samples: MaxSamplesOption = None,
+    restarts: RestartsOption = None,
+    autoattack: AutoAttackOption = False,
+    seed: SeedOption = None,
+    watch: WatchOption = False,
+    name: NameOption = None,
+    input_shape: InputShapeOption = None,
+    num_classes: NumClassesOption = None,
+    architecture: ArchitectureOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    model_format: FormatOption = None,
+) -> None:
+    """Measure a model's robustness (clean, PGD, accuracy per epsilon, sanity checks).
+
+    Nothing is trained. Exit code 1 if the job fails.
+    """
+    upload = UploadOptions(name, input_shape, num_classes, architecture, mean, std, model_format)
+    err = stderr_console()
+    with connected(ctx) as client:
+        job = client.evaluate(
+            _model_id(client, model, upload, err),
+            dataset=dataset,
+            threat_model=ThreatModelOptions(norm=norm, epsilon=epsilon),
+            evaluation=EvaluationOptions(
+                attack_steps=eval_steps,
+                restarts=restarts,
+                autoattack=True if autoattack else None,
+                epsilons=_epsilons(eval_epsilons),
+                max_samples=max_samples,
+            ),
+            seed=seed,
+        )
+        _queued(job, err)
+        if not watch:
+            err.print(f"Follow it with: robustify jobs watch {job.id}", highlight=False)
+            typer.echo(job.id)
+            return
+        job = follow(client, job.id, err, live=True)
+    show_outcome(job, stdout_console())
