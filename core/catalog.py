@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Select, func, select
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from core.errors import Conflict, InvalidRequest, NotFound
 from core.jobs import QUEUED, RUNNING
 from core.robust.data import BUILTIN_DATASETS, BuiltinDataset
 from core.storage import ArtifactStore
-from core.tables import Checkpoint, Dataset, Job, JobEvent, Model
+from core.tables import Base, Checkpoint, Dataset, Job, JobEvent, Model
 
 T = TypeVar("T")
 
@@ -73,6 +73,12 @@ def keyset_page(
 
 
 # -- models ---------------------------------------------------------------------------------
+
+
+def insert_row(sessions: sessionmaker[Session], row: Base) -> None:
+    """Register an upload once its file is stored and checked, in a transaction of its own."""
+    with sessions() as session, session.begin():
+        session.add(row)
 
 
 def get_model(session: Session, owner_id: str, model_id: str) -> Model:

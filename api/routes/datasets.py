@@ -13,7 +13,6 @@ from api.deps import ContextDep, CursorQuery, LimitQuery, OwnerDep, SessionDep
 from api.schemas import ID_PATTERN, DatasetOut, Page
 from api.uploads import FILE_FIELD, clean_text, receive_upload, upload_request_body
 from core import catalog
-from core.context import ServiceContext
 from core.errors import InvalidRequest
 from core.ids import new_id
 from core.tables import Dataset
@@ -80,16 +79,11 @@ async def upload_dataset(request: Request, owner: OwnerDep, context: ContextDep)
             train_size=checked.train_size,
             test_size=checked.test_size,
         )
-        await run_in_threadpool(_insert, context, row)
+        await run_in_threadpool(catalog.insert_row, context.sessions, row)
     except BaseException:
         context.store.delete_prefix(prefix)
         raise
     return DatasetOut.of(row)
-
-
-def _insert(context: ServiceContext, row: Dataset) -> None:
-    with context.sessions() as session, session.begin():
-        session.add(row)
 
 
 @router.get("", summary="List the builtin datasets and yours")

@@ -20,7 +20,6 @@ from api.uploads import (
     upload_request_body,
 )
 from core import catalog
-from core.context import ServiceContext
 from core.errors import InvalidRequest
 from core.ids import new_id
 from core.robust.modelio import FORMATS
@@ -88,16 +87,11 @@ async def upload_model(request: Request, owner: OwnerDep, context: ContextDep) -
             source_job_id=None,
             warnings=[],
         )
-        await run_in_threadpool(_insert, context, row)
+        await run_in_threadpool(catalog.insert_row, context.sessions, row)
     except BaseException:
         context.store.delete_prefix(catalog.model_prefix(model_id))
         raise
     return ModelOut.of(row)
-
-
-def _insert(context: ServiceContext, row: Model) -> None:
-    with context.sessions() as session, session.begin():
-        session.add(row)
 
 
 @router.get("", summary="List your models")
