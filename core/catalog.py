@@ -116,6 +116,11 @@ def model_prefix(model_id: str) -> str:
     return f"models/{model_id}"
 
 
+def model_key(model_id: str) -> str:
+    """Where a model's file lives in the artifact store (uploaded or produced by a job)."""
+    return f"{model_prefix(model_id)}/model"
+
+
 # -- datasets -------------------------------------------------------------------------------
 
 DatasetEntry = Dataset | BuiltinDataset
@@ -255,10 +260,14 @@ def get_checkpoint(session: Session, job_id: str, epoch: int) -> Checkpoint:
     return checkpoint
 
 
+def weights_key_beside(checkpoint_key: str) -> str:
+    """Where an epoch's weights, as a model file in the upload's format, sit beside its
+    resumable checkpoint (`epoch-NNNN.pt` -> `epoch-NNNN.model`)."""
+    return checkpoint_key.removesuffix(".pt") + ".model"
+
+
 def checkpoint_model_key(checkpoint: Checkpoint) -> str:
-    """The epoch's weights as a model file in the upload's format, written beside the
-    resumable checkpoint (`epoch-NNNN.pt` -> `epoch-NNNN.model`) by core.pipeline."""
-    return checkpoint.storage_key.removesuffix(".pt") + ".model"
+    return weights_key_beside(checkpoint.storage_key)
 
 
 def count_jobs_by_status(session: Session) -> dict[str, int]:

@@ -21,7 +21,7 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import jobs
+from core import catalog, jobs
 from core.config import Settings
 from core.db import transaction
 from core.errors import Conflict, DatasetError, InvalidConfig, ModelLoadError, TrainingDiverged
@@ -250,7 +250,7 @@ class _JobRun:
             )
         except BaseException:
             # Not registered (the lease was lost, or the database failed): no orphan file.
-            self.store.delete_prefix(f"models/{result_model.id}")
+            self.store.delete_prefix(catalog.model_prefix(result_model.id))
             raise
 
     def _stop_if_asked(self) -> None:
@@ -364,8 +364,7 @@ class _JobRun:
             model.net.load_state_dict(net_state)
             weights = Path(folder) / "model"
             save_model(model, weights)
-            # Beside the checkpoint, as core.catalog.checkpoint_model_key expects it.
-            self.store.put_file(f"{folder_key}/epoch-{metrics.epoch:04d}.model", weights)
+            self.store.put_file(catalog.weights_key_beside(key), weights)
         # The row and the event in one transaction: the unique (job, epoch) makes it once only.
         with transaction(self.factory) as session:
             jobs.owned_job(session, self.job.id, self.worker_id)
@@ -429,7 +428,7 @@ class _JobRun:
     def _store_result_model(self, hardened: RobustModel, source: Model) -> Model:
         """Write the hardened model's file; its row is added when the job succeeds."""
         model_id = new_id("mdl")
-        key = f"models/{model_id}/model"
+        key = catalog.model_key(model_id)
         with tempfile.TemporaryDirectory() as folder:
             local = Path(folder) / "model"
             save_model(hardened, local)

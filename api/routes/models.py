@@ -55,7 +55,7 @@ async def upload_model(request: Request, owner: OwnerDep, context: ContextDep) -
     one forward pass on the declared input), then register it. A refused upload leaves
     nothing behind."""
     model_id = new_id("mdl")
-    key = f"{catalog.model_prefix(model_id)}/model"
+    key = catalog.model_key(model_id)
     try:
         with request.app.state.upload_slots.take():
             upload = await receive_upload(
