@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from core.robust import sanity
-from core.robust.attacks import fgsm, pgd, random_noise
+from core.robust.attacks import eval_mode, fgsm, pgd, random_noise
 from core.robust.autoattack import run_autoattack
 from core.robust.data import ImageDataset
 from core.robust.measure import Attack, accuracy, default_device, evaluation_subset
@@ -54,13 +54,8 @@ class EvalReport:
 
 
 def _num_classes(model: nn.Module, dataset: ImageDataset, device: torch.device) -> int:
-    with torch.no_grad():
-        was_training = model.training
-        model.eval()
-        try:
-            return int(model(dataset.tensors(1)[0].to(device)).shape[1])
-        finally:
-            model.train(was_training)
+    with torch.no_grad(), eval_mode(model):
+        return int(model(dataset.tensors(1)[0].to(device)).shape[1])
 
 
 def _large_epsilon(threat: ThreatModel, input_shape: tuple[int, int, int]) -> float:

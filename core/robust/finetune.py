@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.robust.attacks import pgd
+from core.robust.attacks import eval_mode, pgd
 from core.robust.checkpoint import CHECKPOINT_FORMAT, Checkpoint
 from core.robust.data import ImageDataset
 from core.robust.errors import InvalidConfig, TrainingDiverged
@@ -130,10 +130,8 @@ def _trades_loss(
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """TRADES: clean cross-entropy + beta * KL(clean || adversarial); x_adv maximizes the KL."""
-    with torch.no_grad():
-        model.eval()
+    with torch.no_grad(), eval_mode(model):
         clean_probabilities = F.softmax(model(x), dim=1)
-        model.train()
 
     def kl_to_clean(logits: torch.Tensor, _labels: torch.Tensor) -> torch.Tensor:
         return F.kl_div(F.log_softmax(logits, dim=1), clean_probabilities, reduction="none").sum(1)
