@@ -29,7 +29,26 @@ class Settings(BaseSettings):
     max_dataset_bytes: int = Field(default=4 * 1024**3, ge=1)
     # Upload validation runs in a child process with these limits.
     validation_timeout_seconds: float = Field(default=120.0, gt=0)
-    validation_memory_bytes: int = Field(default=16 * 1024**3, ge=256 * 1024**2)
+    validation_memory_bytes: int = Field(default=4 * 1024**3, ge=256 * 1024**2)
+    # Uploads in flight per owner (received and checked at once); past it, 429. A client that
+    # sends no byte of its body for `upload_idle_timeout_seconds` is cut off and its slot freed.
+    upload_slots_per_owner: int = Field(default=4, ge=1)
+    upload_idle_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Live event streams (SSE) open at once per owner; past it, 429.
+    max_event_streams_per_owner: int = Field(default=20, ge=1)
+    # Partial uploads (a `.part` file, an empty model folder) older than this are swept away.
+    orphan_upload_age_seconds: float = Field(default=3600.0, gt=0)
+
+    # The sandbox every process that runs a user's model lives in (the upload check, the
+    # worker's training and evaluation): "bubblewrap" (namespaces: no file outside the job
+    # folder, no network, no inherited environment), "none" (a plain child process with the
+    # same limits), or "auto" (bubblewrap where it works here, else none).
+    sandbox: Literal["auto", "bubblewrap", "none"] = "auto"
+    # Without a working sandbox a TorchScript model (a program) is refused, unless this says so.
+    allow_unsandboxed_torchscript: bool = False
+    # Limits on a job's sandboxed engine process (training and evaluation).
+    job_memory_bytes: int = Field(default=32 * 1024**3, ge=256 * 1024**2)
+    sandbox_max_processes: int = Field(default=256, ge=8)
 
     # Job life: a worker renews its lease every heartbeat; an expired lease means a lost worker.
     lease_seconds: float = Field(default=120.0, gt=0)
