@@ -91,9 +91,15 @@ class Sandbox:
                 )
 
     def command(
-        self, argv: Sequence[str], *, job_dir: Path, devices: Sequence[str] = ()
+        self,
+        argv: Sequence[str],
+        *,
+        job_dir: Path,
+        read_only: Sequence[Path] = (),
+        devices: Sequence[str] = (),
     ) -> list[str]:
-        """The argv that runs `argv` in this sandbox, working in `job_dir` (read-write)."""
+        """The argv that runs `argv` in this sandbox, working in `job_dir` (read-write, but for
+        the folders or files inside it named in `read_only`: the inputs it may not change)."""
         job = str(job_dir.resolve())
         if not self.isolated:
             return list(argv)
@@ -133,7 +139,13 @@ class Sandbox:
         if devices:
             # CUDA's driver reads the GPU's topology from sysfs.
             command += ["--ro-bind", "/sys", "/sys"]
-        command += ["--bind", job, job, "--chdir", job]
+        command += ["--bind", job, job]
+        for inside in read_only:
+            path = str(inside.resolve())
+            if not path.startswith(job + "/"):
+                raise ValueError(f"{path} is not inside the job folder {job}")
+            command += ["--ro-bind", path, path]
+        command += ["--chdir", job]
         for name, value in BASE_ENVIRONMENT.items():
             command += ["--setenv", name, value]
         command += ["--setenv", "HOME", job, "--setenv", "TMPDIR", "/tmp", "--"]
@@ -144,6 +156,7 @@ class Sandbox:
         argv: Sequence[str],
         *,
         job_dir: Path,
+        read_only: Sequence[Path] = (),
         environment: Mapping[str, str] | None = None,
         devices: Sequence[str] = (),
         **popen: Any,
@@ -161,7 +174,7 @@ class Sandbox:
         wrapper = ["/bin/sh", "-c", "; ".join([*limits, 'exec "$@"']), "robustify-sandbox"]
         env = {**BASE_ENVIRONMENT, "HOME": str(job_dir), "TMPDIR": str(job_dir)}
         env.update(environment or {})
-        command = self.command(argv, job_dir=job_dir, devices=devices)
+        command = self.command(argv, job_dir=job_dir, read_only=read_only, devices=devices)
         if self.isolated:
             # bwrap clears the environment and sets the sandbox's own; pass the extra names on.
             extra: list[str] = []
@@ -322,11 +335,12 @@ def sandbox_from_settings(settings: Settings) -> Sandbox:
     key = (settings.sandbox, settings.sandbox_max_processes, settings.allow_unsandboxed_torchscript)
     with _resolve_lock:
         if key not in _resolved:
-            _resolved[key] = _resolve(settings)
+            _resolved[key] = resolve_sandbox(settings)
         return _resolved[key]
 
 
-def _resolve(settings: Settings) -> Sandbox:
+def resolve_sandbox(settings: Settings) -> Sandbox:
+    """Probe this host for the sandbox `settings` ask for (uncached: see sandbox_from_settings)."""
     plain = Sandbox(
         kind="none",
         max_processes=settings.sandbox_max_processes,
@@ -369,7 +383,9 @@ def limit_self(*, memory_bytes: int | None, cpu_seconds: float | None) -> None:
         if baseline is not None:
             _set_limit(resource.RLIMIT_AS, baseline + memory_bytes)
     if cpu_seconds is not None:
-        _set_limit(resource.RLIMIT_CPU, int(cpu_seconds) + 2)
+        # RLIMIT_CPU counts from the process's start: the imports' CPU time is not the file's.
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        _set_limit(resource.RLIMIT_CPU, int(usage.ru_utime + usage.ru_stime + cpu_seconds) + 2)
     _set_limit(resource.RLIMIT_CORE, 0)
 
 

@@ -1,28 +1,33 @@
-"""Check an uploaded model or dataset file with the engine, in a short-lived child process with a
+"""Check an uploaded model or dataset file with the engine, in a sandboxed child process with a
 time and a memory limit, never in the calling (API) process.
 
 A TorchScript archive is a program and a hostile pickle or archive is built to hurt whoever
-opens it, so the file is opened only in a child that can be killed: it gets
+opens it, so the file is opened only in a child that lives in the sandbox of core.sandbox (no
+file but its own input, no network, no inherited secrets) and can be killed: it gets
 `validation_timeout_seconds` of wall time and `validation_memory_bytes` of address space beyond
 what the engine's imports already hold, and hands back plain JSON.
 
-The children are forked from multiprocessing's *forkserver*, a helper process that has imported
-torch once and does nothing else: each check then starts in milliseconds instead of paying for
-`import torch` (seconds), and still runs in a fresh process of its own that ends with the check.
-The forkserver itself never opens a user's file.
+Importing torch takes seconds, so one sandboxed checker is kept warm: it has imported the
+engine and waits for exactly one request, then exits; a fresh one is started behind it. Each
+checker's input folder is bound read-only into its sandbox when it starts; the upload is linked
+(or copied) into it when its request comes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
-import resource
+import selectors
+import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 import threading
-from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +41,17 @@ from core.errors import (
     UnsafeArchiveError,
     ValidationTimeout,
 )
+from core.sandbox import Sandbox, SandboxedProcess, sandbox_from_settings
 
 log = logging.getLogger(__name__)
 
 MAX_RESULT_BYTES = 1024 * 1024
 MAX_MESSAGE_CHARS = 2000
-# The forkserver imports these once (torch, torchvision, safetensors, PIL); every child starts
-# with them loaded.
-PRELOAD = [
-    "core.robust.modelio",
-    "core.robust.data",
-    "core.robust.npz_data",
-    "core.robust.imagefolder",
-    "core.validation",
-]
+CHILD_MODULE = "core.validation_child"
+# A warm checker imports torch before it says it is ready; that start never counts against the
+# check's own timeout, but a checker that cannot start in this long is given up.
+START_TIMEOUT_SECONDS = 300.0
+READY = b"ready\n"
 
 # Errors a child may report, by name: the parent re-raises only these classes.
 _REPORTABLE: dict[str, type[Exception]] = {
@@ -67,14 +69,18 @@ _REPORTABLE: dict[str, type[Exception]] = {
 
 @dataclass(frozen=True)
 class ValidationLimits:
+    """How a check runs: its wall time, its memory, and the sandbox it lives in."""
+
     timeout_seconds: float
     memory_bytes: int
+    sandbox: Sandbox = field(default_factory=lambda: Sandbox(kind="none"))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ValidationLimits:
         return cls(
             timeout_seconds=settings.validation_timeout_seconds,
             memory_bytes=settings.validation_memory_bytes,
+            sandbox=sandbox_from_settings(settings),
         )
 
 
@@ -118,81 +124,249 @@ def validate_model_file(
     not fit the file; `.field` names it) or ValidationTimeout."""
     request = {"kind": "model", "path": str(path), **declaration.__dict__}
     result = _run_in_child(request, limits, failure=ModelLoadError)
-    return ValidatedModel(**result["model"])
+    return _answer(ValidatedModel, result.get("model"), failure=ModelLoadError)
 
 
 def validate_dataset_file(path: Path, limits: ValidationLimits) -> ValidatedDataset:
     """Load the dataset as the worker will (archive guards, shapes, labels) in a child process.
     Raises DatasetError (UnsafeArchiveError for a hostile archive) or ValidationTimeout."""
     result = _run_in_child({"kind": "dataset", "path": str(path)}, limits, failure=DatasetError)
-    return ValidatedDataset(**result["dataset"])
+    return _answer(ValidatedDataset, result.get("dataset"), failure=DatasetError)
+
+
+MAX_CLASSES = 100_000
+MAX_SAMPLES = 10**9
+
+
+def _answer(cls: type[Any], raw: Any, *, failure: type[RobustError]) -> Any:
+    """The child's answer as `cls`, its every field checked: the child ran the user's code,
+    so nothing it says is taken on trust."""
+    problem = _answer_problem(raw)
+    if problem is None:
+        try:
+            return cls(**raw)
+        except TypeError as exc:
+            problem = str(exc)
+    raise failure(f"the process checking the file gave an invalid answer ({problem})")
+
+
+def _answer_problem(raw: Any) -> str | None:
+    if not isinstance(raw, dict):
+        return "not an object"
+    shape = raw.get("input_shape")
+    if not (
+        isinstance(shape, list) and len(shape) == 3 and all(_int_in(d, 1, 4096) for d in shape)
+    ):
+        return "input_shape"
+    if not _int_in(raw.get("num_classes"), 1, MAX_CLASSES):
+        return "num_classes"
+    for name in ("train_size", "test_size"):
+        if name in raw and not _int_in(raw[name], 0, MAX_SAMPLES):
+            return name
+    for name in ("mean", "std"):
+        values = raw.get(name)
+        if values is not None and not (
+            isinstance(values, list)
+            and len(values) == shape[0]
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        ):
+            return name
+    for name in ("format", "architecture", "kind"):
+        if raw.get(name) is not None and not (isinstance(raw[name], str) and len(raw[name]) <= 200):
+            return name
+    return None
+
+
+def _int_in(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 # -- the parent's side ----------------------------------------------------------------------
 
-_context_lock = threading.Lock()
+
+class _Checker:
+    """One sandboxed child that has imported the engine (or is doing so) and will answer one
+    request about the file placed in its read-only input folder."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.folder = Path(tempfile.mkdtemp(prefix="robustify-check-"))
+        self.inbox = self.folder / "input"
+        self.inbox.mkdir()
+        (self.folder / "scratch").mkdir()
+        try:
+            self.child: SandboxedProcess = sandbox.start(
+                [sys.executable, "-m", CHILD_MODULE],
+                job_dir=self.folder,
+                read_only=[self.inbox],
+                environment={"TMPDIR": str(self.folder / "scratch")},
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+        except BaseException:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
+        self.started = time.monotonic()
+        self.ready = False
+
+    def alive(self) -> bool:
+        return self.child.process.poll() is None
+
+    def wait_ready(self) -> bool:
+        if not self.ready:
+            line = _read_line(self.child.process, deadline=self.started + START_TIMEOUT_SECONDS)
+            self.ready = line == READY
+        return self.ready
+
+    def check(self, file: Path, request: dict[str, Any], limits: ValidationLimits) -> bytes | None:
+        """Hand the file and the request over; the answer line, or None if the child died or
+        the time ran out (then `timed_out` says which)."""
+        placed = self.inbox / ("upload" + "".join(file.suffixes[-2:]))
+        _link_or_copy(file, placed)
+        message = {**request, "path": str(placed), "limits": _limit_fields(limits)}
+        stdin = self.child.process.stdin
+        assert stdin is not None
+        try:
+            stdin.write(json.dumps(message).encode() + b"\n")
+            stdin.flush()
+        except OSError:
+            return None
+        deadline = time.monotonic() + limits.timeout_seconds
+        self.timed_out = False
+        line = _read_line(self.child.process, deadline=deadline)
+        if line is None and time.monotonic() >= deadline:
+            self.timed_out = True
+        return line
+
+    def close(self) -> None:
+        self.child.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def start_helper() -> None:
-    """Start the forkserver now (it imports torch: seconds), so the first upload need not wait.
-    Optional: the first check starts it otherwise. Its start never counts against a timeout."""
-    if _mp_context().get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
+def _limit_fields(limits: ValidationLimits) -> dict[str, float]:
+    return {"memory_bytes": limits.memory_bytes, "timeout_seconds": limits.timeout_seconds}
 
 
-def _mp_context() -> Any:
-    with _context_lock:
-        if "forkserver" not in multiprocessing.get_all_start_methods():
-            return multiprocessing.get_context("spawn")
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(PRELOAD)
-        return context
+def _link_or_copy(source: Path, target: Path) -> None:
+    # A hard link is free; the checker's input folder is read-only inside its sandbox, so the
+    # stored file cannot be changed through it. Another filesystem needs a copy.
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def _read_line(process: subprocess.Popen[bytes], *, deadline: float) -> bytes | None:
+    """One line from the child's stdout, at most MAX_RESULT_BYTES, before `deadline`."""
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    buffer = bytearray()
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not selector.select(timeout=remaining):
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None
+            buffer += chunk
+            if b"\n" in buffer:
+                return bytes(buffer[: buffer.index(b"\n") + 1])
+            if len(buffer) > MAX_RESULT_BYTES:
+                return None
+
+
+class _CheckerPool:
+    """Warm checkers, one kept ready per sandbox. They are started from one long-lived thread:
+    bubblewrap's --die-with-parent follows the thread that started it, which must outlive it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.warm: dict[Sandbox, _Checker] = {}
+        self.starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="robustify-checker")
+
+    def _start(self, sandbox: Sandbox) -> _Checker:
+        return self.starter.submit(_Checker, sandbox).result()
+
+    def take(self, sandbox: Sandbox) -> _Checker:
+        with self.lock:
+            checker = self.warm.pop(sandbox, None)
+        if checker is None or not checker.alive():
+            if checker is not None:
+                checker.close()
+            checker = self._start(sandbox)
+        self.refill(sandbox)
+        return checker
+
+    def refill(self, sandbox: Sandbox) -> None:
+        def start_one() -> None:
+            with self.lock:
+                if sandbox in self.warm:
+                    return
+            checker = _Checker(sandbox)
+            with self.lock:
+                if sandbox in self.warm:
+                    checker.close()
+                else:
+                    self.warm[sandbox] = checker
+
+        self.starter.submit(start_one)
+
+    def close(self) -> None:
+        with self.lock:
+            checkers, self.warm = list(self.warm.values()), {}
+        for checker in checkers:
+            checker.close()
+
+
+_pool = _CheckerPool()
+
+
+def start_helper(sandbox: Sandbox) -> None:
+    """Start a warm checker now (it imports torch: seconds), so the first upload need not
+    wait. Optional: the first check starts one otherwise."""
+    _pool.refill(sandbox)
+
+
+def stop_helpers() -> None:
+    """End the warm checkers (at exit; they also die with this process)."""
+    _pool.close()
 
 
 def _run_in_child(
     request: dict[str, Any], limits: ValidationLimits, *, failure: type[RobustError]
 ) -> dict[str, Any]:
-    context = _mp_context()
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(
-        target=child_main,
-        args=(request, sender, limits.memory_bytes, limits.timeout_seconds),
-        name="robustify-validate",
-        daemon=True,
-    )
-    process.start()
-    sender.close()
-    payload: bytes | None = None
+    file = Path(request.pop("path"))
+    if request["kind"] == "model":
+        from core.robust.modelio import detect_format  # reads the zip's names, runs nothing
+
+        limits.sandbox.check_may_run(detect_format(file))
+    checker = _pool.take(limits.sandbox)
     try:
-        ready = wait([receiver, process.sentinel], timeout=limits.timeout_seconds)
-        if not ready:
+        if not checker.wait_ready():
+            raise failure("the sandboxed process that checks files could not start")
+        payload = checker.check(file, request, limits)
+        if payload is None and checker.timed_out:
             raise ValidationTimeout(
                 f"checking the file took longer than {limits.timeout_seconds:g} seconds; "
                 "it was stopped"
             )
-        if receiver in ready:
-            try:
-                payload = receiver.recv_bytes(maxlength=MAX_RESULT_BYTES)
-            except (EOFError, OSError):
-                payload = None
-        process.join(timeout=5)
     finally:
-        if process.is_alive():
-            process.kill()
-            process.join()
-        receiver.close()
-    exitcode = process.exitcode
-    process.close()
+        checker.close()
     if payload is None:
-        raise failure(_death_message(exitcode, limits))
+        raise failure(_death_message(checker.child.process.returncode, limits))
     return _result(payload, failure)
 
 
 def _death_message(exitcode: int | None, limits: ValidationLimits) -> str:
-    if exitcode is not None and exitcode < 0:
-        name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else exitcode
+    # Killed by a signal: a negative code from Popen, or 128 + the signal through bubblewrap.
+    number = -exitcode if exitcode is not None and exitcode < 0 else None
+    if exitcode is not None and exitcode > 128:
+        number = exitcode - 128
+    if number is not None:
+        name = signal.Signals(number).name if number in signal.valid_signals() else number
         return (
             f"the process checking the file was killed ({name}): the file is corrupt, or "
             f"needs more than the {limits.memory_bytes} bytes of memory allowed"
@@ -211,6 +385,7 @@ def _result(payload: bytes, failure: type[RobustError]) -> dict[str, Any]:
         return result
     message = str(result.get("message") or "the file was refused")[:MAX_MESSAGE_CHARS]
     field = result.get("field")
+    field = str(field)[:100] if field is not None else None
     cls = _REPORTABLE.get(str(result.get("error")), failure)
     if issubclass(cls, InvalidRequest | ValidationTimeout):
         raise cls(message, field=field)
@@ -218,176 +393,3 @@ def _result(payload: bytes, failure: type[RobustError]) -> dict[str, Any]:
     # The engine's errors have no field of their own; the API reports it when present.
     error.field = field  # type: ignore[attr-defined]
     raise error
-
-
-# -- the child's side -----------------------------------------------------------------------
-
-
-def child_main(
-    request: dict[str, Any], sender: Connection, memory_bytes: int, timeout_seconds: float
-) -> None:
-    """Entry point of the child: limit itself, check the file, send JSON, exit."""
-    _isolate(memory_bytes, timeout_seconds)
-    try:
-        if request["kind"] == "model":
-            result: dict[str, Any] = {"ok": True, "model": _check_model(request)}
-        else:
-            result = {"ok": True, "dataset": _check_dataset(request)}
-    except InvalidRequest as exc:
-        result = _refusal("InvalidRequest", exc.message, exc.field)
-    except RobustError as exc:
-        result = _refusal(type(exc).__name__, str(exc), "file")
-    except MemoryError:
-        result = _refusal(
-            "ValidationTimeout",
-            f"checking the file needed more than the {memory_bytes} bytes of memory allowed",
-            "file",
-        )
-    except Exception as exc:  # a hostile file may break any reader in any way
-        result = _refusal("", f"{type(exc).__name__}: {exc}", "file")
-    sender.send_bytes(json.dumps(result, default=str).encode()[:MAX_RESULT_BYTES])
-    sender.close()
-
-
-def _refusal(error: str, message: str, field: str | None) -> dict[str, Any]:
-    return {"ok": False, "error": error, "message": message[:MAX_MESSAGE_CHARS], "field": field}
-
-
-def _isolate(memory_bytes: int, timeout_seconds: float) -> None:
-    # Nothing the file does may reach the GPU, the API's logs, or its secrets.
-    os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    for name in [name for name in os.environ if name.startswith("ROBUSTIFY_")]:
-        del os.environ[name]
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
-    import torch
-
-    torch.set_num_threads(1)
-    # The limit is on growth beyond what the imports already mapped: CUDA builds of torch map
-    # several GiB of address space for their libraries alone, which a plain RLIMIT_AS of a few
-    # GiB would refuse before any file is read. One thread keeps malloc's per-thread arenas
-    # (64 MiB of address space each) from eating the budget.
-    baseline = _address_space_bytes()
-    if baseline is not None:
-        _set_limit(resource.RLIMIT_AS, baseline + memory_bytes)
-    _set_limit(resource.RLIMIT_CPU, int(timeout_seconds) + 2)
-    _set_limit(resource.RLIMIT_CORE, 0)
-
-
-def _address_space_bytes() -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _set_limit(which: int, value: int) -> None:
-    _soft, hard = resource.getrlimit(which)
-    if hard != resource.RLIM_INFINITY:
-        value = min(value, hard)
-    try:
-        resource.setrlimit(which, (value, hard))
-    except (ValueError, OSError):
-        log.warning("could not set resource limit %s", which)
-
-
-def _check_model(request: dict[str, Any]) -> dict[str, Any]:
-    from core.robust.modelio import detect_format, load_model
-
-    path = Path(request["path"])
-    detected = detect_format(path)
-    declared = request.get("format")
-    if declared is not None and declared != detected:
-        raise InvalidRequest(f"the file is a {detected} file, not {declared}", field="format")
-    architecture = request.get("architecture")
-    num_classes = request.get("num_classes")
-    if detected != "torchscript":
-        _check_architecture(architecture, request)
-        if architecture is None:
-            raise InvalidRequest(
-                f"a {detected} file holds only weights: name its architecture "
-                "(e.g. builtin:digits_cnn or torchvision:resnet18)",
-                field="architecture",
-            )
-        if num_classes is None:
-            raise InvalidRequest(
-                f"a {detected} file needs num_classes to rebuild its architecture",
-                field="num_classes",
-            )
-    else:
-        architecture = None
-        if num_classes is None:
-            num_classes = _torchscript_classes(path, tuple(request["input_shape"]))
-    model = load_model(
-        path,
-        input_shape=tuple(request["input_shape"]),
-        num_classes=num_classes,
-        mean=request.get("mean"),
-        std=request.get("std"),
-        architecture=architecture,
-        format=detected,
-    )
-    spec = model.spec
-    return {
-        "format": spec.format,
-        "architecture": spec.architecture,
-        "input_shape": list(spec.input_shape),
-        "num_classes": spec.num_classes,
-        "mean": None if spec.mean is None else list(spec.mean),
-        "std": None if spec.std is None else list(spec.std),
-    }
-
-
-def _check_architecture(architecture: str | None, request: dict[str, Any]) -> None:
-    """An unknown architecture name is the `architecture` field's fault, said the engine's way."""
-    from core.robust.architectures import build_architecture, list_architectures
-
-    if architecture is None or architecture in list_architectures():
-        return
-    try:
-        build_architecture(
-            architecture,
-            input_shape=tuple(request["input_shape"]),  # type: ignore[arg-type]
-            num_classes=request.get("num_classes") or 1,
-        )
-    except RobustError as exc:
-        raise InvalidRequest(str(exc), field="architecture") from exc
-
-
-def _torchscript_classes(path: Path, input_shape: tuple[int, ...]) -> int:
-    """A TorchScript model's class count, read off its output for the declared input."""
-    import torch
-
-    try:
-        net = torch.jit.load(str(path), map_location="cpu")
-        net.eval()
-        with torch.no_grad():
-            output = net(torch.zeros(2, *input_shape))
-    except Exception as exc:  # user code: anything can go wrong inside its forward
-        raise ModelLoadError(f"forward pass on input {[2, *input_shape]} failed: {exc}") from exc
-    if not isinstance(output, torch.Tensor) or output.ndim != 2 or output.shape[0] != 2:
-        shape = list(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise ModelLoadError(
-            f"forward pass on input {[2, *input_shape]} gave {shape}; expected logits of "
-            "shape [2, num_classes]"
-        )
-    return int(output.shape[1])
-
-
-def _check_dataset(request: dict[str, Any]) -> dict[str, Any]:
-    from core.robust.data import load_dataset
-
-    path = Path(request["path"])
-    data = load_dataset(path)
-    return {
-        "kind": "npz" if path.name.lower().endswith(".npz") else "imagefolder",
-        "input_shape": list(data.input_shape),
-        "num_classes": data.num_classes,
-        "train_size": len(data.train),
-        "test_size": len(data.test),
-    }
