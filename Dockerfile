@@ -8,6 +8,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     ROBUSTIFY_DATA_DIR=/var/lib/robustify
 
+# bubblewrap: every process that runs a user's model (upload check, training, evaluation) runs
+# in its namespaces (core/sandbox.py). The containers need user namespaces: docker-compose.yml
+# lifts Docker's default seccomp filter for the api and worker services for that.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends bubblewrap \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /src
 
 # The dependencies first, from pyproject.toml alone, so that a code change does not reinstall
