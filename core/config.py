@@ -7,6 +7,7 @@ Production points `database_url` at PostgreSQL and `broker_url` at Redis.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -47,7 +48,8 @@ class Settings(BaseSettings):
     # Without a working sandbox a TorchScript model (a program) is refused, unless this says so.
     allow_unsandboxed_torchscript: bool = False
     # Limits on a job's sandboxed engine process (training and evaluation).
-    job_memory_bytes: int = Field(default=32 * 1024**3, ge=256 * 1024**2)
+    # Default: half of this machine's memory, so one runaway job cannot take the host down.
+    job_memory_bytes: int = Field(default_factory=lambda: _half_of_memory(), ge=256 * 1024**2)
     sandbox_max_processes: int = Field(default=256, ge=8)
 
     # Job life: a worker renews its lease every heartbeat; an expired lease means a lost worker.
@@ -92,3 +94,10 @@ class Settings(BaseSettings):
     @property
     def visibility_timeout_seconds(self) -> int:
         return self.task_time_limit_seconds + 3600
+
+
+def _half_of_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError):
+        return 8 * 1024**3
