@@ -7,8 +7,10 @@ Python's folders (read-only) and the one job folder it works in (read-write, at 
 a private /tmp; no network but a loopback of its own; an empty environment (no database URL,
 broker URL or key); no capabilities. Beside the namespaces: a cap on processes (a pids cgroup of
 its own where the host lets us make one, RLIMIT_NPROC otherwise), no core dumps, a cap on open
-files. Memory and CPU time are capped by the sandboxed entry point itself (`limit_self`), after
-its imports and before it opens the user's file, so the cap is on what the file costs.
+files, and a seccomp filter (core.seccomp) that refuses tracing, mounts, new namespaces, non-Unix
+sockets and other system calls a model never needs. Memory and CPU time are capped by the
+sandboxed entry point itself (`limit_self`), after its imports and before it opens the user's
+file, so the cap is on what the file costs.
 
 Where bubblewrap is missing or the kernel refuses user namespaces, the "none" sandbox runs the
 same child with the same limits and environment but without namespaces; TorchScript is then
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from core import seccomp
 from core.config import Settings
 from core.errors import ModelLoadError
 
@@ -175,21 +178,32 @@ class Sandbox:
         env = {**BASE_ENVIRONMENT, "HOME": str(job_dir), "TMPDIR": str(job_dir)}
         env.update(environment or {})
         command = self.command(argv, job_dir=job_dir, read_only=read_only, devices=devices)
+        seccomp_fd = seccomp.filter_file_descriptor() if self.isolated else None
         if self.isolated:
             # bwrap clears the environment and sets the sandbox's own; pass the extra names on.
             extra: list[str] = []
             for name, value in (environment or {}).items():
                 extra += ["--setenv", name, value]
+            if seccomp_fd is not None:
+                extra += ["--seccomp", str(seccomp_fd)]
             split = command.index("--")
             command = command[:split] + extra + command[split:]
         try:
             process = subprocess.Popen(
-                wrapper + command, cwd=job_dir, env=env, close_fds=True, **popen
+                wrapper + command,
+                cwd=job_dir,
+                env=env,
+                close_fds=True,
+                pass_fds=() if seccomp_fd is None else (seccomp_fd,),
+                **popen,
             )
         except BaseException:
             if cgroup is not None:
                 cgroup.remove()
             raise
+        finally:
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
         return SandboxedProcess(process, cgroup)
 
     def probe(self) -> str | None:

@@ -3,6 +3,7 @@ no network, no inherited secret, and no more processes than allowed."""
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
@@ -101,6 +102,7 @@ def test_sandboxed_process_reaches_nothing_outside_its_job_folder(
     assert marker.read_text() == "original" and marker.stat().st_mtime_ns == before
     assert not any(name.startswith("ROBUSTIFY_") for name in report["env"])
     assert report["hostname_file"] is False
+    # No network namespace of the host, and seccomp refuses non-Unix sockets outright.
     assert set(report["connections"].values()) <= {"ConnectionRefusedError", "OSError"}
     assert (job / "inside.txt").read_text() == "job folder is writable"
     assert "input_written" not in report and report["input_error"] == "OSError"
@@ -121,3 +123,35 @@ def test_host_without_bubblewrap_falls_back_and_says_so(monkeypatch: pytest.Monk
     with pytest.raises(Exception, match="TorchScript models are programs"):
         sandbox.check_may_run("torchscript")
     sandbox.check_may_run("state_dict")
+
+
+SYSCALLS = r"""
+import ctypes, json, os, socket, subprocess, threading
+libc = ctypes.CDLL(None, use_errno=True)
+report = {}
+report["ptrace"] = (libc.ptrace(16, os.getppid(), 0, 0), ctypes.get_errno())
+report["unshare"] = (libc.unshare(0x10000000), ctypes.get_errno())
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    report["inet"] = "made"
+except OSError as exc:
+    report["inet"] = exc.errno
+socket.socketpair()
+thread = threading.Thread(target=lambda: None)
+thread.start()
+thread.join()
+report["subprocess"] = subprocess.run(["/bin/true"]).returncode
+print(json.dumps(report))
+"""
+
+
+def test_seccomp_refuses_tracing_namespaces_and_inet_sockets_but_not_threads(
+    bubblewrap: Sandbox, tmp_path: Path
+):
+    job = tmp_path / "job"
+    (job / "inputs").mkdir(parents=True)
+    report = json.loads(run_in(bubblewrap, SYSCALLS, job))
+    assert report["ptrace"] == [-1, errno.EPERM]
+    assert report["unshare"] == [-1, errno.EPERM]
+    assert report["inet"] == errno.EAFNOSUPPORT
+    assert report["subprocess"] == 0
