@@ -142,6 +142,11 @@ def download_model(
 
 # -- the upload's form fields ---------------------------------------------------------------
 
+# Normalization constants past these are typos (pixels are 0..1 or 0..255), and a tiny std
+# turns every input into infinities.
+MAX_NORMALIZATION = 1e4
+MIN_STD = 1e-6
+
 
 def _name(upload: ReceivedUpload) -> str:
     return clean_text(upload.fields.get("name", "")) or upload.filename
@@ -162,8 +167,8 @@ def _declaration(fields: dict[str, str]) -> ModelDeclaration:
     input_shape = (int(shape[0]), int(shape[1]), int(shape[2]))
     mean = _channel_values(fields, "mean", input_shape[0])
     std = _channel_values(fields, "std", input_shape[0])
-    if std is not None and not all(value > 0 for value in std):
-        raise InvalidRequest("std values must all be > 0", field="std")
+    if std is not None and not all(value >= MIN_STD for value in std):
+        raise InvalidRequest(f"std values must all be >= {MIN_STD:g}", field="std")
     return ModelDeclaration(
         input_shape=input_shape,
         num_classes=_num_classes(fields.get("num_classes")),
@@ -175,19 +180,42 @@ def _declaration(fields: dict[str, str]) -> ModelDeclaration:
 
 
 def _numbers(text: str, field: str, *, integers: bool = False) -> list[float]:
+    """A flat list of at most MAX_DIMENSION finite numbers, as JSON or comma-separated.
+
+    The shape of the text is checked before it is parsed: a deeply nested JSON list would
+    make the parser recurse until the interpreter gives up."""
+    kind = "integers" if integers else "numbers"
+    refused = InvalidRequest(
+        f"{field} must be a flat list of {kind}, as JSON or comma-separated; got {text[:60]!r}",
+        field=field,
+    )
+    stripped = text.strip()
+    if _nesting_depth(stripped) > 1 or "{" in stripped:
+        raise refused
+    if stripped.count(",") >= MAX_DIMENSION:
+        raise InvalidRequest(f"{field} has more than {MAX_DIMENSION} values", field=field)
     raw: Any
     try:
-        raw = json.loads(text) if text.strip().startswith("[") else text.split(",")
+        raw = json.loads(stripped) if stripped.startswith("[") else stripped.split(",")
         values = [int(str(v).strip()) if integers else float(str(v).strip()) for v in raw]
-    except (ValueError, TypeError):
-        kind = "integers" if integers else "numbers"
-        raise InvalidRequest(
-            f"{field} must be a list of {kind}, as JSON or comma-separated; got {text[:60]!r}",
-            field=field,
-        ) from None
+    except (ValueError, TypeError, RecursionError):
+        raise refused from None
     if not all(math.isfinite(v) for v in values):
         raise InvalidRequest(f"{field} values must be finite numbers", field=field)
     return values
+
+
+def _nesting_depth(text: str) -> int:
+    """How deep the brackets of `text` nest (a JSON string holding a bracket counts too:
+    no number list has one)."""
+    depth = deepest = 0
+    for character in text:
+        if character == "[":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif character == "]":
+            depth -= 1
+    return deepest
 
 
 def _channel_values(fields: dict[str, str], field: str, channels: int) -> tuple[float, ...] | None:
@@ -198,6 +226,11 @@ def _channel_values(fields: dict[str, str], field: str, channels: int) -> tuple[
     if len(values) != channels:
         raise InvalidRequest(
             f"{field} has {len(values)} values but input_shape has {channels} channels",
+            field=field,
+        )
+    if not all(abs(value) <= MAX_NORMALIZATION for value in values):
+        raise InvalidRequest(
+            f"{field} values must lie between -{MAX_NORMALIZATION:g} and {MAX_NORMALIZATION:g}",
             field=field,
         )
     return tuple(values)

@@ -15,6 +15,10 @@ import torch
 
 from core.robust.errors import DatasetError
 
+# Labels are class indices 0 <= label < MAX_CLASSES, the same cap as a model's num_classes: a
+# label of 10**12 would otherwise declare a trillion classes.
+MAX_CLASSES = 100_000
+
 
 @dataclass(frozen=True)
 class BuiltinDataset:
@@ -110,12 +114,38 @@ class DatasetSplits:
     test: ImageDataset
     num_classes: int
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.num_classes <= MAX_CLASSES:
+            raise DatasetError(
+                f"dataset {self.name} has {self.num_classes} classes; at most {MAX_CLASSES} "
+                "are supported"
+            )
+        for split, data in (("train", self.train), ("test", self.test)):
+            if len(data):
+                check_label_range(f"the {split} split", data.labels, num_classes=self.num_classes)
+
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return self.train.input_shape
 
     def test_tensors(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.test.tensors(n)
+
+
+def check_label_range(
+    where: str, labels: torch.Tensor | np.ndarray, *, num_classes: int = MAX_CLASSES
+) -> None:
+    """DatasetError naming the first label outside 0 <= label < num_classes (in `where`)."""
+    values = torch.as_tensor(labels)
+    if values.numel() == 0:
+        return
+    bad = (values < 0) | (values >= num_classes)
+    if bool(bad.any()):
+        index = int(bad.nonzero()[0, 0])
+        raise DatasetError(
+            f"{where} has the label {int(values[index])} (at index {index}); labels must be "
+            f"integers 0 <= label < {num_classes}"
+        )
 
 
 def split_every_fifth(

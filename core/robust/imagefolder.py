@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from core.robust.archives import safe_extract
-from core.robust.data import DatasetSplits, ImageDataset, split_every_fifth
+from core.robust.data import MAX_CLASSES, DatasetSplits, ImageDataset, split_every_fifth
 from core.robust.errors import DatasetError
 
 __all__ = ["IMAGE_SUFFIXES", "load_image_folder_archive"]
@@ -115,6 +115,11 @@ def _class_names(train_root: Path, extracted: Path) -> list[str]:
         raise DatasetError(
             f"found {len(classes)} class folder(s) in the archive ({classes}); "
             "an ImageFolder archive needs one folder per class and at least 2 classes"
+        )
+    if len(classes) > MAX_CLASSES:
+        raise DatasetError(
+            f"found {len(classes)} class folders: folder {classes[MAX_CLASSES]!r} would be "
+            f"the label {MAX_CLASSES}; labels must be 0 <= label < {MAX_CLASSES}"
         )
     return classes
 

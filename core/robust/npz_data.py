@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.robust.data import DatasetSplits, ImageDataset, split_every_fifth
+from core.robust.data import MAX_CLASSES, DatasetSplits, ImageDataset, split_every_fifth
 from core.robust.errors import DatasetError
 
 __all__ = ["MAX_ARRAY_BYTES", "load_npz_dataset"]
@@ -169,9 +169,13 @@ def _labels(key: str, array: np.ndarray, *, images_key: str, count: int) -> torc
         raise DatasetError(
             f"key {key!r} has {len(array)} labels but key {images_key!r} has {count} images"
         )
-    low = int(array.min())
-    if low < 0:
-        raise DatasetError(f"key {key!r} has the label {low}; labels must be >= 0")
-    if int(array.max()) > np.iinfo(np.int64).max:
-        raise DatasetError(f"key {key!r} has a label too large for int64")
+    # Checked before the cast to int64: a uint64 label past int64 would wrap round to < 0.
+    low, high = int(array.min()), int(array.max())
+    if low < 0 or high >= MAX_CLASSES:
+        bad = low if low < 0 else high
+        index = int(np.flatnonzero(array == bad)[0])
+        raise DatasetError(
+            f"key {key!r} has the label {bad} (at index {index}); labels must be integers "
+            f"0 <= label < {MAX_CLASSES}"
+        )
     return torch.from_numpy(array.astype(np.int64))
