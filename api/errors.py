@@ -26,6 +26,7 @@ from core.errors import (
     NotFound,
     RobustError,
     ServiceError,
+    StorageFull,
     TooLarge,
     TrainingDiverged,
     Unauthorized,
@@ -51,7 +52,10 @@ ERROR_TABLE: dict[type[Exception], tuple[int, str]] = {
     UnsafeArchiveError: (422, "unsafe_archive"),
     InvalidConfig: (422, "invalid_config"),
     TrainingDiverged: (422, "training_diverged"),
+    StorageFull: (507, "storage_full"),
 }
+
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 # Codes for errors raised by routing and Starlette itself (HTTPException by status).
 HTTP_STATUS_CODES = {
@@ -65,6 +69,7 @@ HTTP_STATUS_CODES = {
     416: "range_not_satisfiable",
     422: "invalid_request",
     429: "too_many_requests",
+    507: "storage_full",
 }
 
 

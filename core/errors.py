@@ -21,6 +21,7 @@ __all__ = [
     "NotFound",
     "RobustError",
     "ServiceError",
+    "StorageFull",
     "TooLarge",
     "TrainingDiverged",
     "Unauthorized",
@@ -60,3 +61,7 @@ class InvalidRequest(ServiceError):
 
 class ValidationTimeout(ServiceError):
     """Checking an upload took longer than allowed (or ran out of memory)."""
+
+
+class StorageFull(ServiceError):
+    """The artifact store has no room left (its disk is full, or its quota is spent)."""
