@@ -8,6 +8,7 @@ one forward pass; `save_model` writes the bare net back in the format it came in
 from __future__ import annotations
 
 import copy
+import io
 import os
 import pickle
 import re
@@ -408,20 +409,82 @@ def model_from_module(
     return model
 
 
+# A constant of a scripted class, as torch prints it in the archive's code.
+_SCRIPTED_CONSTANT = re.compile(r"  \w+ : Final\[.*\] = .*")
+
+
 def _write_net(net: nn.Module, target: Path, *, format: ModelFormat) -> None:
+    """Write `net` so that the same weights always give the same bytes (and sha256).
+
+    torch names an archive's top folder after the file it writes to (here a random temp
+    name), so torch.save and torch.jit.save get an open file instead: the folder is then
+    always `archive`, and every other byte follows from the records."""
     if format == "torchscript":
         with _quiet_torchscript():
-            if not isinstance(net, torch.jit.ScriptModule):
-                try:
-                    net = torch.jit.script(net)
-                except Exception as exc:  # the scripting compiler rejects many Python constructs
-                    raise ModelLoadError(f"cannot convert the model to TorchScript: {exc}") from exc
-            torch.jit.save(net, str(target))
+            data = _torchscript_bytes(net)
+        target.write_bytes(data)
     elif format == "state_dict":
-        torch.save(net.state_dict(), target)
+        with target.open("wb") as handle:
+            torch.save(net.state_dict(), handle)
     else:
         # save_model, unlike save_file, de-duplicates tied tensors instead of failing on them.
         safetensors.torch.save_model(net, str(target))
+
+
+def _torchscript_bytes(net: nn.Module) -> bytes:
+    """`net` as a TorchScript archive whose bytes depend on its code and weights alone.
+
+    Two things besides those would show in the bytes: the TorchScript pickler shares (memoizes)
+    a tensor only when something else holds it too (an optimizer, a Python parameter object),
+    and the scripting compiler lists a class's constants (a Conv2d's stride, padding, ...) in
+    the order of a Python set of names, which changes with the interpreter's hash seed. So the
+    module is saved, its constants sorted where we scripted it, loaded back as a fresh copy
+    that nothing else holds, and that copy is what is written."""
+    scripted = net
+    if not isinstance(net, torch.jit.ScriptModule):
+        try:
+            scripted = torch.jit.script(net)
+        except Exception as exc:  # the scripting compiler rejects many Python constructs
+            raise ModelLoadError(f"cannot convert the model to TorchScript: {exc}") from exc
+    first = io.BytesIO()
+    torch.jit.save(scripted, first)
+    if scripted is not net:
+        first = _with_sorted_constants(first)
+    first.seek(0)
+    fresh = torch.jit.load(first, map_location="cpu")
+    written = io.BytesIO()
+    torch.jit.save(fresh, written)
+    return written.getvalue()
+
+
+def _with_sorted_constants(archive: io.BytesIO) -> io.BytesIO:
+    """A copy of a TorchScript archive with each class's run of constants in sorted order."""
+    rewritten = io.BytesIO()
+    with (
+        zipfile.ZipFile(archive) as source,
+        zipfile.ZipFile(rewritten, "w", zipfile.ZIP_STORED) as target,
+    ):
+        for entry in source.infolist():
+            data = source.read(entry)
+            if "/code/" in entry.filename and entry.filename.endswith(".py"):
+                data = _sorted_constants(data.decode("utf-8")).encode("utf-8")
+            target.writestr(entry.filename, data)
+    return rewritten
+
+
+def _sorted_constants(code: str) -> str:
+    """`code` with every run of consecutive constant lines of a class sorted."""
+    lines: list[str] = []
+    run: list[str] = []
+    for line in code.split("\n"):
+        if _SCRIPTED_CONSTANT.fullmatch(line):
+            run.append(line)
+            continue
+        lines.extend(sorted(run))
+        run = []
+        lines.append(line)
+    lines.extend(sorted(run))
+    return "\n".join(lines)
 
 
 def save_model(model: RobustModel, path: PathLike, *, format: ModelFormat | None = None) -> None:
