@@ -13,18 +13,15 @@ from fastapi import FastAPI
 from api.errors import install_error_handlers
 from api.metrics import RequestMetricsMiddleware, ServiceMetrics
 from api.queue import JobQueue
-from api.routes import all_routers, web
+from api.routes import all_routers, jobs, web
 from api.schemas import ErrorBody
-from api.uploads import UploadSlots
+from api.uploads import upload_slots
 from core.config import Settings
 from core.context import ServiceContext
 from core.sweeper import Sweeper
 from core.validation import start_helper
 
 log = logging.getLogger(__name__)
-
-# Uploads received and checked at once by one API process (each check is a child process).
-MAX_CONCURRENT_UPLOADS = 4
 
 _ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorBody, "description": description}
@@ -64,7 +61,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.context = context
     app.state.queue = queue
-    app.state.upload_slots = UploadSlots(MAX_CONCURRENT_UPLOADS)
+    app.state.upload_slots = upload_slots(per_owner=settings.upload_slots_per_owner)
+    app.state.event_streams = jobs.EventStreams(per_owner=settings.max_event_streams_per_owner)
     app.state.metrics = ServiceMetrics(context, queue)
     for router in all_routers():
         app.include_router(router)

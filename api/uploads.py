@@ -10,10 +10,9 @@ Out: a download with an ETag, If-None-Match (304) and Range (206, 416) support.
 
 from __future__ import annotations
 
-import threading
+import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -25,6 +24,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from api.errors import ApiError
+from api.schemas import ErrorBody
+from api.slots import OwnerSlots
 from core.errors import InvalidRequest, TooLarge
 from core.storage import ArtifactStore, StoredArtifact
 
@@ -33,6 +34,21 @@ MAX_FIELD_BYTES = 16 * 1024
 MAX_PARTS = 32
 # Room for the boundaries, part headers and form fields around the file itself.
 FORM_OVERHEAD_BYTES = MAX_PARTS * (MAX_FIELD_BYTES + 1024)
+# The process receives and checks at most this many owners' full share of uploads at once.
+UPLOAD_OWNERS_AT_ONCE = 8
+
+# What an upload route answers besides its 201, for its OpenAPI `responses`.
+UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    408: {
+        "model": ErrorBody,
+        "description": "no byte of the body arrived for `upload_idle_timeout_seconds`",
+    },
+    429: {
+        "model": ErrorBody,
+        "description": "`upload_slots_per_owner` uploads in flight for this owner, or the "
+        "process's cap for all owners",
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -55,28 +71,19 @@ def upload_request_body(fields: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class UploadSlots:
-    """At most `limit` uploads received and validated at once per API process; past it, 429."""
+def upload_slots(*, per_owner: int) -> OwnerSlots:
+    """Uploads in flight (received, then checked in a child process) per owner and per process.
 
-    def __init__(self, limit: int) -> None:
-        self.limit, self.busy, self.lock = limit, 0, threading.Lock()
-
-    @contextmanager
-    def take(self) -> Iterator[None]:
-        with self.lock:
-            if self.busy >= self.limit:
-                raise ApiError(
-                    429,
-                    "too_many_uploads",
-                    f"{self.limit} uploads are already being received or checked; retry shortly",
-                    headers={"Retry-After": "5"},
-                )
-            self.busy += 1
-        try:
-            yield
-        finally:
-            with self.lock:
-                self.busy -= 1
+    The process-wide cap bounds the child processes; it is UPLOAD_OWNERS_AT_ONCE owners' full
+    share, so no single owner can reach it, and a stalled body frees its slot after the idle
+    timeout."""
+    return OwnerSlots(
+        per_owner=per_owner,
+        total=UPLOAD_OWNERS_AT_ONCE * per_owner,
+        what="uploads being received or checked",
+        code="too_many_uploads",
+        retry_after_seconds=5,
+    )
 
 
 def clean_text(raw: str, *, limit: int = 200) -> str:
@@ -213,11 +220,13 @@ async def receive_upload(
     *,
     key_for: Callable[[str], str],
     max_bytes: int,
+    idle_timeout_seconds: float,
 ) -> ReceivedUpload:
     """Stream the request's `file` part into `store` at `key_for(filename)`.
 
-    Raises TooLarge past `max_bytes` of file (or of the whole body, form included), and
-    InvalidRequest / ApiError for a malformed form. The caller removes the key on failure.
+    Raises TooLarge past `max_bytes` of file (or of the whole body, form included), ApiError
+    408 when no byte of the body arrives for `idle_timeout_seconds`, and InvalidRequest /
+    ApiError for a malformed form. The caller removes the key on failure.
     """
     _check_declared_length(request, max_bytes)
     state = _FormState()
@@ -232,10 +241,20 @@ async def receive_upload(
         """Parse one more chunk of the body; False once the body has ended."""
         nonlocal received
         try:
-            chunk = await body.__anext__()
+            # A client that stops sending would otherwise hold its upload slot forever.
+            async with asyncio.timeout(idle_timeout_seconds):
+                chunk = await body.__anext__()
         except StopAsyncIteration:
             parser.finalize()
             return False
+        except TimeoutError:
+            raise ApiError(
+                408,
+                "upload_stalled",
+                f"no byte of the upload arrived for {idle_timeout_seconds:g} seconds, so it "
+                "was cut off; send it again",
+                headers={"Connection": "close"},
+            ) from None
         received += len(chunk)
         if received > max_bytes + FORM_OVERHEAD_BYTES:
             raise TooLarge(

@@ -11,7 +11,13 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import ContextDep, CursorQuery, LimitQuery, OwnerDep, SessionDep
 from api.schemas import ID_PATTERN, DatasetOut, Page
-from api.uploads import FILE_FIELD, clean_text, receive_upload, upload_request_body
+from api.uploads import (
+    FILE_FIELD,
+    UPLOAD_RESPONSES,
+    clean_text,
+    receive_upload,
+    upload_request_body,
+)
 from core import catalog
 from core.errors import InvalidRequest
 from core.ids import new_id
@@ -45,6 +51,7 @@ def _suffix(filename: str) -> str:
     "",
     status_code=201,
     openapi_extra={"requestBody": upload_request_body(_FORM_FIELDS)},
+    responses=UPLOAD_RESPONSES,
     summary="Upload a dataset",
 )
 async def upload_dataset(request: Request, owner: OwnerDep, context: ContextDep) -> DatasetOut:
@@ -53,12 +60,13 @@ async def upload_dataset(request: Request, owner: OwnerDep, context: ContextDep)
     dataset_id = new_id("ds")
     prefix = catalog.dataset_prefix(dataset_id)
     try:
-        with request.app.state.upload_slots.take():
+        with request.app.state.upload_slots.take(owner.id):
             upload = await receive_upload(
                 request,
                 context.store,
                 key_for=lambda filename: f"{prefix}/data{_suffix(filename)}",
                 max_bytes=context.settings.max_dataset_bytes,
+                idle_timeout_seconds=context.settings.upload_idle_timeout_seconds,
             )
             checked = await run_in_threadpool(
                 validate_dataset_file,

@@ -14,12 +14,13 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+from anyio import CapacityLimiter, to_thread
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from api.deps import ContextDep, CursorQuery, LimitQuery, OwnerDep, QueueDep, SessionDep
 from api.queue import JobQueue
@@ -27,12 +28,14 @@ from api.schemas import (
     ID_PATTERN,
     MAX_EPSILON,
     CheckpointOut,
+    ErrorBody,
     EventOut,
     JobCreate,
     JobOut,
     JobStatus,
     Page,
 )
+from api.slots import OwnerSlots, Slot
 from api.uploads import file_download
 from core import catalog, jobconfig, jobs
 from core.context import ServiceContext
@@ -48,6 +51,8 @@ JobId = Annotated[str, Path(max_length=40, pattern=ID_PATTERN)]
 SSE_POLL_SECONDS = 0.5
 SSE_KEEPALIVE_SECONDS = 15.0
 EVENTS_PAGE = 500
+# Database polls of all live streams at once, per API process (each holds a connection briefly).
+EVENT_POLLS_AT_ONCE = 4
 
 
 @router.post(
@@ -177,17 +182,58 @@ def cancel_job(job_id: JobId, owner: OwnerDep, session: SessionDep) -> JobOut:
 # -- events ---------------------------------------------------------------------------------
 
 
+class EventStreams:
+    """The live event streams of one API process: at most `per_owner` open per owner, and
+    their polls of the database run EVENT_POLLS_AT_ONCE at a time, each with a short-lived
+    session, so however many streams are open they hold no connection while they wait and
+    take no more than a few of the pool's connections and the threadpool's threads."""
+
+    def __init__(self, *, per_owner: int) -> None:
+        self.slots = OwnerSlots(
+            per_owner=per_owner,
+            what="live event streams open",
+            code="too_many_streams",
+            retry_after_seconds=10,
+        )
+        self.polls = CapacityLimiter(EVENT_POLLS_AT_ONCE)
+
+
+class _EventStreamResponse(StreamingResponse):
+    """An SSE response that gives its stream slot back however it ends: the job ended, the
+    client went away (Starlette cancels the body), or the first send failed before the body
+    was ever started (a generator's own `finally` would not run then)."""
+
+    def __init__(self, body: AsyncIterator[str], slot: Slot) -> None:
+        super().__init__(
+            body,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self.slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.slot.release()
+
+
 @router.get(
     "/{job_id}/events",
     summary="A job's events: paged JSON, or a live stream with Accept: text/event-stream",
     response_model=Page[EventOut],
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        429: {
+            "model": ErrorBody,
+            "description": "this owner already has `max_event_streams_per_owner` live streams",
+        },
+    },
 )
 def job_events(
     job_id: JobId,
     request: Request,
     owner: OwnerDep,
-    session: SessionDep,
     context: ContextDep,
     after: Annotated[int, Query(ge=0, le=2**62, description="the last event id seen")] = 0,
     limit: LimitQuery = 100,
@@ -195,21 +241,26 @@ def job_events(
         str | None, Header(alias="Last-Event-ID", max_length=40, include_in_schema=False)
     ] = None,
 ) -> Any:
-    job = jobs.get_job(session, owner.id, job_id)
-    if "text/event-stream" in request.headers.get("accept", ""):
-        start = _last_event_id(last_event_id, after)
-        return StreamingResponse(
-            _event_stream(request, context, job.id, start),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-    events = catalog.list_events(session, job.id, after=after, limit=limit + 1)
-    more = len(events) > limit
-    events = events[:limit]
-    return Page(
-        items=[EventOut.of(event) for event in events],
-        next_cursor=str(events[-1].id) if more and events else None,
-    )
+    """Paged JSON, or with `Accept: text/event-stream` every event after `after` (or
+    Last-Event-ID) as it is written, until the job has ended. A stream holds no database
+    connection while it waits; an owner may keep `max_event_streams_per_owner` open (429)."""
+    wants_stream = "text/event-stream" in request.headers.get("accept", "")
+    # A session of its own, closed before any stream starts (a SessionDep would live as long
+    # as the response, holding a pooled connection for the stream's whole life).
+    with context.sessions() as session:
+        job = jobs.get_job(session, owner.id, job_id)
+        if not wants_stream:
+            events = catalog.list_events(session, job.id, after=after, limit=limit + 1)
+            more = len(events) > limit
+            events = events[:limit]
+            return Page(
+                items=[EventOut.of(event) for event in events],
+                next_cursor=str(events[-1].id) if more and events else None,
+            )
+    start = _last_event_id(last_event_id, after)
+    streams: EventStreams = request.app.state.event_streams
+    slot = streams.slots.acquire(owner.id)
+    return _EventStreamResponse(_event_stream(request, context, streams, job.id, start), slot)
 
 
 def _last_event_id(header: str | None, after: int) -> int:
@@ -233,14 +284,16 @@ def _sse(event: EventOut) -> str:
 
 
 async def _event_stream(
-    request: Request, context: ServiceContext, job_id: str, after: int
+    request: Request, context: ServiceContext, streams: EventStreams, job_id: str, after: int
 ) -> AsyncIterator[str]:
     """Every event after `after`, as it is written, until the job has ended."""
     yield "retry: 2000\n\n"
     loop = asyncio.get_running_loop()
     last_sent = loop.time()
     while True:
-        events, ended = await run_in_threadpool(_poll_events, context, job_id, after)
+        events, ended = await to_thread.run_sync(
+            _poll_events, context, job_id, after, limiter=streams.polls
+        )
         for event in events:
             yield _sse(event)
             after = event.id

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import ContextDep, CursorQuery, LimitQuery, OwnerDep, SessionDep
 from api.schemas import ID_PATTERN, ModelOut, Page
 from api.uploads import (
+    UPLOAD_RESPONSES,
     ReceivedUpload,
     clean_text,
     file_download,
@@ -48,6 +49,7 @@ _FORM_FIELDS = {
     "",
     status_code=201,
     openapi_extra={"requestBody": upload_request_body(_FORM_FIELDS)},
+    responses=UPLOAD_RESPONSES,
     summary="Upload a model",
 )
 async def upload_model(request: Request, owner: OwnerDep, context: ContextDep) -> ModelOut:
@@ -57,12 +59,13 @@ async def upload_model(request: Request, owner: OwnerDep, context: ContextDep) -
     model_id = new_id("mdl")
     key = catalog.model_key(model_id)
     try:
-        with request.app.state.upload_slots.take():
+        with request.app.state.upload_slots.take(owner.id):
             upload = await receive_upload(
                 request,
                 context.store,
                 key_for=lambda _filename: key,
                 max_bytes=context.settings.max_model_bytes,
+                idle_timeout_seconds=context.settings.upload_idle_timeout_seconds,
             )
             declaration = _declaration(upload.fields)
             checked = await run_in_threadpool(

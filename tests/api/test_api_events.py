@@ -4,6 +4,7 @@ them."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -87,6 +88,23 @@ def test_sse_stream_follows_a_job_until_it_ends(
         client, f"/v1/jobs/{job_id}/events", {**headers, "Last-Event-ID": str(ids[0])}
     )
     assert [int(message["id"]) for message in resumed] == ids[1:]
+
+
+def test_a_stream_that_ended_gives_its_slot_back(
+    app_factory: Callable[..., TestClient],
+    client: TestClient,
+    headers: dict[str, str],
+    uploaded_model: dict[str, Any],
+):
+    job_id = create_job(client, headers, uploaded_model)
+    client.post(f"/v1/jobs/{job_id}/cancel", headers=headers)
+    one_stream = app_factory(max_event_streams_per_owner=1)
+    url = f"/v1/jobs/{job_id}/events"
+    # Each stream of the ended job closes after its events; the next one must find the slot
+    # free (read_sse checks for a 200). The cap itself: tests/api/test_api_availability.py.
+    for _ in range(3):
+        messages = read_sse(one_stream, url, headers)
+        assert [message["event"] for message in messages] == ["queued", "cancelled"]
 
 
 def write_epoch(context: ServiceContext, job_id: str, epoch: int, payload: bytes) -> None:
