@@ -18,6 +18,7 @@ from api.schemas import ErrorBody
 from api.uploads import upload_slots
 from core.config import Settings
 from core.context import ServiceContext
+from core.sandbox import sandbox_from_settings
 from core.sweeper import Sweeper
 from core.validation import start_helper
 
@@ -40,7 +41,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        threading.Thread(target=start_helper, name="validation-helper", daemon=True).start()
+        threading.Thread(
+            target=lambda: start_helper(sandbox_from_settings(settings)),
+            name="validation-helper",
+            daemon=True,
+        ).start()
         sweeper = None
         if settings.run_sweeper:
             sweeper = Sweeper(context.sessions, settings, queue.enqueue)

@@ -151,7 +151,8 @@ class Sandbox:
         command += ["--chdir", job]
         for name, value in BASE_ENVIRONMENT.items():
             command += ["--setenv", name, value]
-        command += ["--setenv", "HOME", job, "--setenv", "TMPDIR", "/tmp", "--"]
+        command += ["--setenv", "HOME", job, "--setenv", "TMPDIR", "/tmp"]
+        command += ["--setenv", "PYTHONPATH", code_root(), "--"]
         return command + list(argv)
 
     def start(
@@ -176,6 +177,7 @@ class Sandbox:
             limits.append(f'echo $$ > "{cgroup.procs_file}"')
         wrapper = ["/bin/sh", "-c", "; ".join([*limits, 'exec "$@"']), "robustify-sandbox"]
         env = {**BASE_ENVIRONMENT, "HOME": str(job_dir), "TMPDIR": str(job_dir)}
+        env["PYTHONPATH"] = code_root()
         env.update(environment or {})
         command = self.command(argv, job_dir=job_dir, read_only=read_only, devices=devices)
         seccomp_fd = seccomp.filter_file_descriptor() if self.isolated else None
@@ -312,6 +314,14 @@ def _probe_folder() -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def code_root() -> str:
+    """The folder our `core` package is imported from here, so that a sandboxed child imports
+    the very same code (an editable install, a copy on sys.path, or site-packages)."""
+    import core
+
+    return os.path.dirname(os.path.dirname(os.path.realpath(core.__file__)))
 
 
 def python_folders() -> tuple[str, ...]:
