@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from api.errors import install_error_handlers
 from api.metrics import RequestMetricsMiddleware, ServiceMetrics
@@ -41,10 +42,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Probed once per process; ROBUSTIFY_SANDBOX=bubblewrap on a host without it stops here.
+        sandbox = await run_in_threadpool(sandbox_from_settings, settings)
         threading.Thread(
-            target=lambda: start_helper(sandbox_from_settings(settings)),
-            name="validation-helper",
-            daemon=True,
+            target=start_helper, args=(sandbox,), name="validation-helper", daemon=True
         ).start()
         sweeper = None
         if settings.run_sweeper:
