@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.config import Settings
-from core.sandbox import Sandbox, resolve_sandbox, sandbox_from_settings
+from core.sandbox import Sandbox, SandboxUnavailable, resolve_sandbox, sandbox_from_settings
 
 PROBE = r"""
 import json, os, socket, sys
@@ -155,3 +155,9 @@ def test_seccomp_refuses_tracing_namespaces_and_inet_sockets_but_not_threads(
     assert report["unshare"] == [-1, errno.EPERM]
     assert report["inet"] == errno.EAFNOSUPPORT
     assert report["subprocess"] == 0
+
+
+def test_bubblewrap_asked_for_but_missing_refuses_to_start(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(SandboxUnavailable, match="not installed"):
+        resolve_sandbox(Settings(sandbox="bubblewrap"))
