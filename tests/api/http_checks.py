@@ -4,13 +4,16 @@ left behind in the database and the artifact store."""
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from torch import nn
 
 from core.context import ServiceContext
 from core.robust.data import DatasetSplits
@@ -82,3 +85,12 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
     if code is not None:
         assert error["code"] == code, error
     return error
+
+
+def scripted(module: nn.Module, folder: Path) -> Path:
+    """`module` scripted and saved as a TorchScript archive in `folder`."""
+    path = folder / f"{type(module).__name__}.pt"
+    with warnings.catch_warnings():  # TorchScript is deprecated upstream, and still accepted
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(module), str(path))
+    return path

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import warnings
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 import torch
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from http_checks import DIGITS_FIELDS, assert_error, row_count, stored_files, upload_model
+from http_checks import DIGITS_FIELDS, assert_error, row_count, scripted, stored_files, upload_model
 from PIL import Image
 from torch import nn
 
@@ -240,14 +239,6 @@ class HungryForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         big = torch.ones(268_435_456)  # 2**28 float32 values
         return x.flatten(1)[:, :10] + big[-1]
-
-
-def scripted(module: nn.Module, folder: Path) -> Path:
-    path = folder / f"{type(module).__name__}.pt"
-    with warnings.catch_warnings():  # TorchScript is deprecated upstream, and still accepted
-        warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.save(torch.jit.script(module), str(path))
-    return path
 
 
 def test_model_check_that_runs_too_long_is_stopped(

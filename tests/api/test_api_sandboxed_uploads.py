@@ -3,14 +3,13 @@ op check that names the op; a host without a sandbox refuses TorchScript unless 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from http_checks import assert_error, row_count, stored_files, upload_model
+from http_checks import assert_error, row_count, scripted, stored_files, upload_model
 from torch import nn
 
 from core.context import ServiceContext
@@ -71,14 +70,6 @@ class Plain(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x.flatten(1))
-
-
-def scripted(module: nn.Module, folder: Path) -> Path:
-    path = folder / f"{type(module).__name__}.pt"
-    with warnings.catch_warnings():  # TorchScript is deprecated upstream, and still accepted
-        warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.save(torch.jit.script(module), str(path))
-    return path
 
 
 @pytest.fixture()
