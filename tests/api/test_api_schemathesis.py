@@ -3,14 +3,31 @@ invalid; none may answer 5xx, and every error answers in the error shape."""
 
 from __future__ import annotations
 
+import io
+import time
+import zipfile
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pytest
 import schemathesis
 from fastapi import FastAPI
+from http_checks import DIGITS_FIELDS
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
 from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
-# Multipart uploads start a child process per case: they have their own tests.
+from core.robust.data import DatasetSplits
+
+# Multipart uploads start a child process per case: a bounded run of their own, below.
 UPLOADS = r"^/v1/(models|datasets)$"
 BOUNDED = settings(
     deadline=None, database=None, suppress_health_check=list(HealthCheck), max_examples=120
@@ -65,3 +82,65 @@ def test_generated_jobs_for_a_real_model_never_get_a_server_error(
 
     check()
     assert statuses & {200, 202}, (statuses, errors[:5])
+
+
+# Each upload case streams a file and checks it in a child process: a few dozen, time-bound.
+UPLOAD_EXAMPLES = 24
+UPLOAD_SECONDS = 60.0
+UPLOAD_CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+def valid_upload_fields(path: str, model_files: dict[str, Path], digits: DatasetSplits) -> dict:
+    """A real file and the fields it needs; the generated ones are laid over only some."""
+    if path == "/v1/models":
+        return {**DIGITS_FIELDS, "file": model_files["state_dict"].read_bytes()}
+    # An ImageFolder zip: the part's generated file name ends in .zip for a zip's bytes.
+    x, y = digits.train.tensors(40)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for index, (image, label) in enumerate(zip(x, y, strict=True)):
+            png = io.BytesIO()
+            Image.fromarray((image[0].numpy() * 255).astype(np.uint8)).save(png, "PNG")
+            archive.writestr(f"digit-{int(label)}/{index}.png", png.getvalue())
+    return {"file": buffer.getvalue()}
+
+
+@pytest.mark.parametrize("path", ["/v1/models", "/v1/datasets"])
+def test_generated_uploads_never_get_a_server_error_and_conform_to_the_schema(
+    app: FastAPI,
+    headers: dict[str, str],
+    model_files: dict[str, Path],
+    digits: DatasetSplits,
+    path: str,
+):
+    """Generated forms, valid and not, half of them around a real file so that the checks in
+    the child process (and the 201) are reached too."""
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app).include(method="POST", path=path)
+    strategy = schema.as_strategy(GenerationMode.POSITIVE, headers=headers) | schema.as_strategy(
+        GenerationMode.NEGATIVE, headers=headers
+    )
+    valid = valid_upload_fields(path, model_files, digits)
+    statuses: set[int] = set()
+    stop_at = time.monotonic() + UPLOAD_SECONDS
+
+    @given(case=strategy, around_a_real_file=st.booleans())
+    @settings(BOUNDED, max_examples=UPLOAD_EXAMPLES)
+    def check(case: Any, around_a_real_file: bool) -> None:
+        if time.monotonic() > stop_at:
+            return  # the time bound: the remaining examples are not sent
+        if around_a_real_file and isinstance(case.body, dict):
+            generated = {k: v for k, v in case.body.items() if k in ("name", "format")}
+            case.body = {**valid, **generated}
+        # A check in a child process on a busy machine may take a while: no read timeout.
+        response = case.call(headers=headers, timeout=UPLOAD_SECONDS)
+        statuses.add(response.status_code)
+        assert_not_a_server_error(response, f"POST {path}")
+        case.validate_response(response, checks=UPLOAD_CHECKS, headers=headers)
+
+    check()
+    assert statuses and all(400 <= status < 500 or status == 201 for status in statuses)
