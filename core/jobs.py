@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import transaction
 from core.errors import Conflict, NotFound
 from core.ids import new_id
-from core.tables import Base, Job, JobEvent, utcnow
+from core.tables import Base, Checkpoint, Job, JobEvent, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +216,33 @@ def heartbeat(
         )
         cancel = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
     return renewed == 1, bool(cancel)
+
+
+def cancel_requested(factory: sessionmaker[Session], job_id: str) -> bool:
+    """The job's cancel flag alone: a one-column primary-key read, cheap enough to be asked
+    before every batch (no ORM object, no write, no lock)."""
+    with factory() as session:
+        return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def record_epoch(
+    factory: sessionmaker[Session],
+    job_id: str,
+    *,
+    worker_id: str,
+    checkpoint: Checkpoint,
+    message: str,
+) -> dict[str, Any]:
+    """An epoch's Checkpoint row, its event and its entry in the job's `metrics.epochs`, in one
+    transaction (the unique (job, epoch) makes it once only). Returns the job's new metrics."""
+    with transaction(factory) as session:
+        job = owned_job(session, job_id, worker_id)
+        session.add(checkpoint)
+        add_event(session, job_id, "epoch", message, checkpoint.metrics)
+        epochs = [e for e in job.metrics.get("epochs", []) if e["epoch"] < checkpoint.epoch]
+        # A new dict: the JSON column notices only a changed value, not an edited one.
+        job.metrics = {**job.metrics, "epochs": [*epochs, checkpoint.metrics]}
+        return job.metrics
 
 
 def owned_job(session: Session, job_id: str, worker_id: str) -> Job:

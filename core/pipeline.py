@@ -1,58 +1,64 @@
-"""Run one job: claim it, load its model and data, run the engine, store results and events.
+"""Run one job: claim it, stage its inputs in a job folder, run the engine there in the sandbox,
+and store what it hands back (checkpoints, reports, the hardened model) and its events.
 
-Called by the worker's task with a job id; everything it needs comes from the database and the
-artifact store, and everything it produces goes back there. A lease keeper thread renews the
-job's lease while it runs and notices a cancel request, which the training loop obeys at its
-next batch.
+This is the trusted side: it holds the database and the artifact store, and never runs the
+user's model. The model runs in core.engine_process, a sandboxed child with nothing but the job
+folder, which asks before every batch whether to go on; the answer comes from the job's cancel
+flag and from the lease, which a lease keeper thread renews.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import platform
+import shutil
 import tempfile
 import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import catalog, jobs
 from core.config import Settings
 from core.db import transaction
-from core.errors import Conflict, DatasetError, InvalidConfig, ModelLoadError, TrainingDiverged
+from core.engine_channel import EngineChannel, EngineFailure
+from core.engine_protocol import (
+    MODEL_FILE,
+    REQUEST_FILE,
+    RESUME_FILE,
+    BatchDone,
+    EpochDone,
+    Evaluated,
+    Failed,
+    Finished,
+    Fraction,
+    PhaseStarted,
+    Stopped,
+)
+from core.errors import Conflict, DatasetError, ModelLoadError
 from core.ids import new_id
-from core.jobconfig import (
-    EvaluationSettings,
-    evaluation_settings,
-    finetune_config,
-    threat_model,
-)
 from core.logs import job_context
-from core.robust import (
-    DatasetSplits,
-    EpochMetrics,
-    RobustModel,
-    ThreatModel,
-    adversarial_finetune,
-    evaluate,
-    load_checkpoint,
-    load_dataset,
-    load_model,
-    save_checkpoint,
-    save_model,
-)
-from core.robust.evaluation import EvalReport
-from core.robust.measure import default_device
-from core.robust.modelio import ModelFormat
+from core.sandbox import Sandbox, gpu_devices, sandbox_from_settings
 from core.storage import ArtifactStore
 from core.tables import Checkpoint, Dataset, Job, Model
 
 log = logging.getLogger(__name__)
+
+# How long the parent waits for a message before it looks at the lease and the progress.
+POLL_SECONDS = 0.5
+# Progress is written at most this often (and at the latest this long after a batch).
+PROGRESS_SECONDS = 1.0
+# Files a job's engine hands back: a checkpoint holds the weights, the optimizer's momentum and
+# the best epoch's weights, so a few times the model.
+CHECKPOINT_SIZE_FACTOR = 4
+CHECKPOINT_SLACK_BYTES = 64 * 1024**2
 
 
 class JobStopped(Exception):
@@ -133,6 +139,16 @@ def _error(code: str, message: str) -> dict[str, str]:
     return {"code": code, "message": message}
 
 
+class _ReportSummary(BaseModel):
+    """What the parent relies on in an evaluation report the engine wrote."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    clean_accuracy: Fraction
+    robust_accuracy: Fraction
+    warnings: list[str]
+
+
 class _JobRun:
     def __init__(
         self,
@@ -146,9 +162,9 @@ class _JobRun:
     ) -> None:
         self.job, self.settings, self.factory, self.store = job, settings, factory, store
         self.worker_id, self.keeper = worker_id, keeper
-        self.device = (
-            torch.device(settings.worker_device) if settings.worker_device else default_device()
-        )
+        self.epochs = int(job.config.get("hyperparameters", {}).get("epochs") or 0)
+        self.epochs_done = 0
+        self.pending_progress: dict[str, Any] | None = None
         self.last_progress_write = 0.0
         self.started = time.monotonic()
 
@@ -159,18 +175,12 @@ class _JobRun:
             self._run()
         except JobStopped:
             self._end_stopped()
-        except TrainingDiverged as exc:
-            self._fail("training_diverged", str(exc))
+        except EngineFailure as exc:
+            self._fail(exc.code, exc.message)
         except ModelLoadError as exc:
             self._fail("model_load_error", str(exc))
         except DatasetError as exc:
             self._fail("dataset_error", str(exc))
-        except InvalidConfig as exc:
-            self._fail("invalid_config", str(exc))
-        except torch.cuda.OutOfMemoryError as exc:
-            self._fail("out_of_memory", f"the GPU ran out of memory: {exc}; lower batch_size")
-        except MemoryError:
-            self._fail("out_of_memory", "the worker ran out of memory; lower batch_size")
         except Conflict:
             log.warning("job %s: lease lost to another worker; leaving it", self.job.id)
         except Exception as exc:  # the job fails with the reason; the worker lives on
@@ -178,153 +188,227 @@ class _JobRun:
             self._fail("internal_error", f"{type(exc).__name__}: {exc}")
 
     def _run(self) -> None:
-        config = self.job.config
-        model, model_row = self._load_model()
-        data = self._load_data(model_row)
-        threat = threat_model(config)
-        evaluation = evaluation_settings(config)
-        before = self.job.metrics.get("before")
-        if before is None:
-            self._progress(phase="evaluating_before")
-            report = self._evaluate(model, data, threat, evaluation)
-            before = report.to_dict()
-            self._update(
-                metrics={**self.job.metrics, "before": before},
-                event=("evaluated", "evaluated the uploaded model", _summary(report)),
-            )
-        self._stop_if_asked()
-        if self.job.kind == "evaluate":
-            self._succeed(
-                metrics=self.job.metrics, result_model_id=None, model_row=model_row, data=data
-            )
-            return
-        self._harden(model, model_row, data, threat, evaluation)
+        sandbox = sandbox_from_settings(self.settings)
+        model_row = self._model_row()
+        sandbox.check_may_run(model_row.format)
+        with tempfile.TemporaryDirectory(
+            prefix=f"robustify-{self.job.id}-", ignore_cleanup_errors=True
+        ) as folder:
+            job_dir = Path(folder)
+            inputs = self._stage(job_dir, model_row, sandbox)
+            devices = gpu_devices() if self._uses_gpu() else []
+            with EngineChannel.start(
+                sandbox,
+                job_dir,
+                read_only=inputs,
+                devices=devices,
+                environment=_gpu_environment(devices),
+            ) as engine:
+                finished = self._converse(engine)
+                self._end_finished(engine, finished, model_row, sandbox)
 
-    def _harden(
-        self,
-        model: RobustModel,
-        model_row: Model,
-        data: DatasetSplits,
-        threat: ThreatModel,
-        evaluation: EvaluationSettings,
-    ) -> None:
-        config = finetune_config(self.job.config)
-        resume = self._last_checkpoint()
-        self._progress(phase="training", epoch=len(self._epochs()), epochs=config.epochs)
-        result = adversarial_finetune(
-            model,
-            data.train,
-            threat,
-            config,
-            val=data.test,
-            resume=resume,
-            device=self.device,
-            on_epoch=lambda metrics, checkpoint: self._save_epoch(model, metrics, checkpoint),
-            on_batch=lambda epoch, step, steps, loss: self._batch_progress(
-                epoch, step, steps, loss, config.epochs
-            ),
-            should_stop=self.keeper.should_stop,
-        )
-        if result.stopped:
+    def _converse(self, engine: EngineChannel) -> Finished:
+        """Answer the engine until it ends; its questions are answered in the order asked."""
+        while True:
+            message = engine.receive(POLL_SECONDS)
+            self._flush_progress()
+            if message is None:
+                # A long phase (an evaluation) stops at once on a cancel or a lost lease.
+                if self.keeper.should_stop():
+                    raise JobStopped
+                continue
+            if isinstance(message, PhaseStarted):
+                self._phase(message)
+            elif isinstance(message, Evaluated):
+                self._store_before(engine, message)
+            elif isinstance(message, BatchDone):
+                self._batch_progress(message)
+            elif isinstance(message, EpochDone):
+                self._save_epoch(engine, message)
+            elif isinstance(message, Finished):
+                return message
+            elif isinstance(message, Stopped):
+                raise JobStopped
+            elif isinstance(message, Failed):
+                raise EngineFailure(message.code, message.message)
+            self._answer(engine)
+
+    def _answer(self, engine: EngineChannel) -> None:
+        # A cancel recorded before this read is obeyed before the engine's next batch: the
+        # flag is read for every question, not at the next heartbeat.
+        go = not self.keeper.lost and not self._cancel_requested()
+        engine.reply(go=go)
+        if not go:
             raise JobStopped
-        self._stop_if_asked()
-        self._progress(phase="evaluating_after")
-        hardened = result.model
-        assert isinstance(hardened, RobustModel)
-        after = self._evaluate(hardened, data, threat, evaluation)
-        self._stop_if_asked()
-        result_model = self._store_result_model(hardened, model_row)
-        metrics = {
-            **self.job.metrics,
-            "after": after.to_dict(),
-            "best_epoch": result.best_epoch,
-            "epochs": [asdict(m) for m in result.history],
-        }
+
+    def _cancel_requested(self) -> bool:
         try:
-            self._succeed(
-                metrics=metrics,
-                result_model_id=result_model.id,
-                model_row=model_row,
-                data=data,
-                result_model=result_model,
-            )
-        except BaseException:
-            # Not registered (the lease was lost, or the database failed): no orphan file.
-            self.store.delete_prefix(catalog.model_prefix(result_model.id))
-            raise
+            return jobs.cancel_requested(self.factory, self.job.id)
+        except SQLAlchemyError:  # a database blip must not fail the job: the heartbeat's look
+            log.warning("job %s: could not read the cancel flag", self.job.id, exc_info=True)
+            return self.keeper.cancel_requested
 
-    def _stop_if_asked(self) -> None:
-        # Training obeys a cancel at its next batch; the phases around it check in between.
-        if self.keeper.should_stop():
-            raise JobStopped
+    def _uses_gpu(self) -> bool:
+        device = self.settings.worker_device
+        if device is not None:
+            return device.startswith("cuda")
+        return bool(gpu_devices())
 
-    # -- loading ----------------------------------------------------------------------------
+    # -- the job folder ---------------------------------------------------------------------
 
-    def _load_model(self) -> tuple[RobustModel, Model]:
+    def _model_row(self) -> Model:
         with self.factory() as session:
             row = session.get(Model, self.job.model_id) if self.job.model_id else None
         if row is None or not self.store.exists(row.storage_key):
             raise ModelLoadError(f"the job's model {self.job.model_id} no longer exists")
-        model = load_model(
-            self.store.path(row.storage_key),
-            input_shape=(row.input_shape[0], row.input_shape[1], row.input_shape[2]),
-            num_classes=row.num_classes,
-            mean=row.mean,
-            std=row.std,
-            architecture=row.architecture,
-            format=cast(ModelFormat, row.format),
-        )
-        return model, row
+        return row
 
-    def _load_data(self, model_row: Model) -> DatasetSplits:
+    def _stage(self, job_dir: Path, model_row: Model, sandbox: Sandbox) -> list[Path]:
+        """Copy the job's inputs into its folder and write the request; returns the inputs,
+        which the sandbox shows read-only. Nothing else of the worker's is visible there."""
+        inputs = [job_dir / REQUEST_FILE, job_dir / MODEL_FILE]
+        shutil.copyfile(self.store.path(model_row.storage_key), job_dir / MODEL_FILE)
+        dataset = self._stage_dataset(job_dir, sandbox)
+        if dataset["file"] is not None:
+            inputs.append(job_dir / dataset["file"])
+        rows = self._checkpoint_rows()
+        self.epochs_done = len(rows)
+        if rows:
+            shutil.copyfile(self.store.path(rows[-1].storage_key), job_dir / RESUME_FILE)
+            inputs.append(job_dir / RESUME_FILE)
+        request = {
+            "job_id": self.job.id,
+            "kind": self.job.kind,
+            "config": self.job.config,
+            "model": {
+                "format": model_row.format,
+                "architecture": model_row.architecture,
+                "input_shape": model_row.input_shape,
+                "num_classes": model_row.num_classes,
+                "mean": model_row.mean,
+                "std": model_row.std,
+            },
+            "dataset": dataset,
+            "resume": bool(rows),
+            "has_before": self.job.metrics.get("before") is not None,
+            "device": self.settings.worker_device,
+            # Every run of a job uses the same count: a resumed run ends bit-identical only so.
+            "threads": self.settings.torch_threads or len(os.sched_getaffinity(0)),
+            "memory_bytes": self.settings.job_memory_bytes,
+        }
+        (job_dir / REQUEST_FILE).write_text(json.dumps(request))
+        return inputs
+
+    def _stage_dataset(self, job_dir: Path, sandbox: Sandbox) -> dict[str, Any]:
         name = self.job.dataset
+        if name == "builtin:digits":  # bundled with scikit-learn, inside the sandbox's /usr
+            return {"name": name, "file": None, "data_dir": None, "allow_download": False}
         if name.startswith("builtin:"):
-            data = load_dataset(
-                name,
-                data_dir=self.settings.resolved_datasets_dir,
-                allow_download=self.settings.allow_download,
-            )
-        else:
-            with self.factory() as session:
-                row = session.get(Dataset, name)
-            if (
-                row is None
-                or row.owner_id != self.job.owner_id
-                or not self.store.exists(row.storage_key)
-            ):
-                raise DatasetError(f"the job's dataset {name} no longer exists")
-            data = load_dataset(self.store.path(row.storage_key))
-        if data.input_shape != tuple(model_row.input_shape):
-            raise DatasetError(
-                f"the dataset's images are {list(data.input_shape)} but the model "
-                f"expects {model_row.input_shape}"
-            )
-        if data.num_classes > model_row.num_classes:
-            raise DatasetError(
-                f"the dataset has {data.num_classes} classes but the model only "
-                f"{model_row.num_classes}"
-            )
-        return data
+            if sandbox.isolated:
+                # The sandbox shows only the job folder; a torchvision set is too large to copy
+                # for every attempt, and the sandbox binds nothing outside the folder.
+                raise DatasetError(
+                    f"{name} is read from the worker's datasets folder, which this worker's "
+                    "sandbox does not reach; upload the data as a dataset (.npz or an "
+                    "ImageFolder archive) and use its ds_ id"
+                )
+            return {
+                "name": name,
+                "file": None,
+                "data_dir": str(self.settings.resolved_datasets_dir),
+                "allow_download": self.settings.allow_download,
+            }
+        with self.factory() as session:
+            row = session.get(Dataset, name)
+        if (
+            row is None
+            or row.owner_id != self.job.owner_id
+            or not self.store.exists(row.storage_key)
+        ):
+            raise DatasetError(f"the job's dataset {name} no longer exists")
+        # The stored name keeps the upload's suffix (.npz, .tar.gz), which says how to read it.
+        file_name = row.storage_key.rsplit("/", 1)[-1]
+        shutil.copyfile(self.store.path(row.storage_key), job_dir / file_name)
+        return {"name": name, "file": file_name, "data_dir": None, "allow_download": False}
 
-    def _evaluate(
-        self, model: RobustModel, data: DatasetSplits, threat: ThreatModel, evaluation: Any
-    ) -> EvalReport:
-        return evaluate(
-            model,
-            data.test,
-            threat,
-            attack_steps=evaluation.attack_steps,
-            restarts=evaluation.restarts,
-            epsilons=evaluation.epsilons,
-            autoattack=evaluation.autoattack,
-            max_samples=evaluation.max_samples,
-            seed=self.job.config["seed"],
-            device=self.device,
+    # -- what the engine hands back ---------------------------------------------------------
+
+    def _phase(self, message: PhaseStarted) -> None:
+        if message.phase == "training":
+            self._progress(phase="training", epoch=self.epochs_done, epochs=self.epochs)
+        else:
+            self._progress(phase=message.phase)
+
+    def _store_before(self, engine: EngineChannel, message: Evaluated) -> None:
+        if self.job.metrics.get("before") is not None:
+            raise EngineFailure(
+                "engine_protocol_error", "the job's engine evaluated the model a second time"
+            )
+        report = self._report(engine, message.report)
+        self._update(
+            metrics={**self.job.metrics, "before": report},
+            event=("evaluated", "evaluated the uploaded model", _summary(report)),
         )
 
-    # -- per epoch: a resumable checkpoint, its row and event, exactly once ------------------
+    def _report(self, engine: EngineChannel, name: str) -> dict[str, Any]:
+        report = engine.read_json(name)
+        try:
+            _ReportSummary.model_validate(report)
+        except ValidationError as exc:
+            raise EngineFailure(
+                "engine_protocol_error",
+                f"the job's engine wrote an evaluation report that is not one: {exc}"[:2000],
+            ) from exc
+        assert isinstance(report, dict)
+        return report
 
-    def _epochs(self) -> list[Checkpoint]:
+    def _save_epoch(self, engine: EngineChannel, message: EpochDone) -> None:
+        """Store the epoch's two files, then its row, event and metrics in one transaction,
+        before the engine (waiting for the answer) goes on: exactly once per epoch."""
+        if self.keeper.lost:
+            raise JobStopped
+        metrics = message.metrics
+        if metrics.epoch != self.epochs_done + 1 or metrics.epoch > self.epochs:
+            raise EngineFailure(
+                "engine_protocol_error",
+                f"the job's engine reported epoch {metrics.epoch} after epoch {self.epochs_done}",
+            )
+        # Each attempt writes its own files: a worker that lost its lease and has not noticed
+        # yet never overwrites the files that the rows of the worker holding the job point to.
+        key = (
+            f"jobs/{self.job.id}/checkpoints/attempt-{self.job.attempts}/"
+            f"epoch-{metrics.epoch:04d}.pt"
+        )
+        model_bytes = self.settings.max_model_bytes
+        checkpoint_bytes = CHECKPOINT_SIZE_FACTOR * model_bytes + CHECKPOINT_SLACK_BYTES
+        with engine.output(message.checkpoint, max_bytes=checkpoint_bytes) as handle:
+            stored = self.store.put_chunks(key, handle.chunks())
+        with engine.output(message.weights, max_bytes=model_bytes) as handle:
+            self.store.put_chunks(catalog.weights_key_beside(key), handle.chunks())
+        engine.remove(message.checkpoint)
+        engine.remove(message.weights)
+        values = metrics.model_dump()
+        self.job.metrics = jobs.record_epoch(
+            self.factory,
+            self.job.id,
+            worker_id=self.worker_id,
+            checkpoint=Checkpoint(
+                id=new_id("ckpt"),
+                job_id=self.job.id,
+                epoch=metrics.epoch,
+                storage_key=key,
+                sha256=stored.sha256,
+                size_bytes=stored.size_bytes,
+                metrics=values,
+            ),
+            message=f"epoch {metrics.epoch}: loss {metrics.train_loss:.4f}, "
+            f"val robust accuracy {metrics.val_robust_accuracy}",
+        )
+        self.epochs_done = metrics.epoch
+        if self.keeper.lost:
+            raise JobStopped
+
+    def _checkpoint_rows(self) -> list[Checkpoint]:
         with self.factory() as session:
             return list(
                 session.scalars(
@@ -334,81 +418,111 @@ class _JobRun:
                 )
             )
 
-    def _last_checkpoint(self) -> dict[str, Any] | None:
-        rows = self._epochs()
-        if not rows:
-            return None
-        with self.store.path(rows[-1].storage_key).open("rb") as handle:
-            return load_checkpoint(handle)
-
-    def _save_epoch(
-        self, model: RobustModel, metrics: EpochMetrics, checkpoint: dict[str, Any]
+    def _end_finished(
+        self, engine: EngineChannel, finished: Finished, model_row: Model, sandbox: Sandbox
     ) -> None:
-        if self.keeper.lost:
+        if self.keeper.should_stop() or self._cancel_requested():
             raise JobStopped
-        # Each attempt writes its own files: a worker that lost its lease and has not noticed
-        # yet never overwrites the files that the rows of the worker holding the job point to.
-        folder_key = f"jobs/{self.job.id}/checkpoints/attempt-{self.job.attempts}"
-        key = f"{folder_key}/epoch-{metrics.epoch:04d}.pt"
-        with tempfile.TemporaryDirectory() as folder:
-            local = Path(folder) / "checkpoint.pt"
-            save_checkpoint(checkpoint, local)
-            stored = self.store.put_file(key, local)
-            # The epoch's weights, also as a model file in the upload's own format. The uploaded
-            # model object is free to serve as the vessel: training works on its own copy.
-            net_state = {
-                name.removeprefix("net."): value
-                for name, value in checkpoint["model"].items()
-                if name.startswith("net.")
-            }
-            model.net.load_state_dict(net_state)
-            weights = Path(folder) / "model"
-            save_model(model, weights)
-            self.store.put_file(catalog.weights_key_beside(key), weights)
-        # The row and the event in one transaction: the unique (job, epoch) makes it once only.
-        with transaction(self.factory) as session:
-            jobs.owned_job(session, self.job.id, self.worker_id)
-            session.add(
-                Checkpoint(
-                    id=new_id("ckpt"),
-                    job_id=self.job.id,
-                    epoch=metrics.epoch,
-                    storage_key=key,
-                    sha256=stored.sha256,
-                    size_bytes=stored.size_bytes,
-                    metrics=asdict(metrics),
+        metrics = dict(self.job.metrics)
+        if "before" not in metrics:
+            raise EngineFailure(
+                "engine_protocol_error", "the job's engine finished without evaluating the model"
+            )
+        result_model = None
+        if self.job.kind == "harden":
+            if (
+                finished.model is None
+                or finished.after is None
+                or finished.best_epoch is None
+                or self.epochs_done != self.epochs
+                or finished.best_epoch > self.epochs
+            ):
+                raise EngineFailure(
+                    "engine_protocol_error",
+                    f"the job's engine finished after {self.epochs_done} of {self.epochs} epochs "
+                    "without a model, its report or its best epoch",
                 )
-            )
-            jobs.add_event(
-                session,
+            metrics["after"] = self._report(engine, finished.after)
+            metrics["best_epoch"] = finished.best_epoch
+            metrics["epochs"] = [row.metrics for row in self._checkpoint_rows()]
+            result_model = self._store_result_model(engine, finished.model, model_row)
+        manifest = _manifest(self.job, model_row, finished, result_model, sandbox)
+        try:
+            jobs.finish_job(
+                self.factory,
                 self.job.id,
-                "epoch",
-                f"epoch {metrics.epoch}: loss {metrics.train_loss:.4f}, "
-                f"val robust accuracy {metrics.val_robust_accuracy}",
-                asdict(metrics),
+                worker_id=self.worker_id,
+                status=jobs.SUCCEEDED,
+                metrics=metrics,
+                result_model_id=result_model.id if result_model is not None else None,
+                manifest=manifest,
+                progress={**self.job.progress, "phase": "done", "fraction": 1.0, "eta_seconds": 0},
+                new_rows=[result_model] if result_model is not None else [],
             )
-        if self.keeper.lost:
-            raise JobStopped
+        except BaseException:
+            # Not registered (the lease was lost, or the database failed): no orphan file.
+            if result_model is not None:
+                self.store.delete_prefix(catalog.model_prefix(result_model.id))
+            raise
 
-    # -- progress and results ---------------------------------------------------------------
-
-    def _batch_progress(self, epoch: int, step: int, steps: int, loss: float, epochs: int) -> None:
-        now = time.monotonic()
-        if now - self.last_progress_write < 1.0 and step != steps:
-            return
-        self.last_progress_write = now
-        done = ((epoch - 1) * steps + step) / (epochs * steps)
-        elapsed = now - self.started
-        self._progress(
-            phase="training",
-            epoch=epoch,
-            epochs=epochs,
-            step=step,
-            steps_per_epoch=steps,
-            fraction=round(done, 4),
-            loss=loss,
-            eta_seconds=round(elapsed / done * (1 - done), 1) if done > 0 else None,
+    def _store_result_model(self, engine: EngineChannel, name: str, source: Model) -> Model:
+        """Store the hardened model's file; its row is added when the job succeeds."""
+        model_id = new_id("mdl")
+        key = catalog.model_key(model_id)
+        with engine.output(name, max_bytes=self.settings.max_model_bytes) as handle:
+            stored = self.store.put_chunks(key, handle.chunks())
+        return Model(
+            id=model_id,
+            owner_id=source.owner_id,
+            name=f"{source.name}-robust",
+            format=source.format,
+            architecture=source.architecture,
+            input_shape=source.input_shape,
+            num_classes=source.num_classes,
+            mean=source.mean,
+            std=source.std,
+            sha256=stored.sha256,
+            size_bytes=stored.size_bytes,
+            storage_key=key,
+            source_job_id=self.job.id,
+            warnings=[],
         )
+
+    # -- progress ---------------------------------------------------------------------------
+
+    def _batch_progress(self, message: BatchDone) -> None:
+        if message.epoch != self.epochs_done + 1 or message.step > message.steps:
+            raise EngineFailure(
+                "engine_protocol_error",
+                f"the job's engine reported batch {message.step} of epoch {message.epoch} "
+                f"after epoch {self.epochs_done}",
+            )
+        epochs, steps = max(self.epochs, 1), message.steps
+        done = ((message.epoch - 1) * steps + message.step) / (epochs * steps)
+        elapsed = time.monotonic() - self.started
+        self.pending_progress = {
+            "phase": "training",
+            "epoch": message.epoch,
+            "epochs": self.epochs,
+            "step": message.step,
+            "steps_per_epoch": steps,
+            "fraction": round(min(done, 1.0), 4),
+            "loss": message.loss,
+            "eta_seconds": round(elapsed / done * (1 - done), 1) if done > 0 else None,
+        }
+        if message.step == steps:
+            self._flush_progress(force=True)
+
+    def _flush_progress(self, *, force: bool = False) -> None:
+        """Write the latest batch's progress at most once a second, and at the latest a second
+        after it came: what a reader sees is never older than that."""
+        if self.pending_progress is None:
+            return
+        if not force and time.monotonic() - self.last_progress_write < PROGRESS_SECONDS:
+            return
+        progress, self.pending_progress = self.pending_progress, None
+        self.last_progress_write = time.monotonic()
+        self._progress(**progress)
 
     def _progress(self, **progress: Any) -> None:
         self._update(progress=progress)
@@ -425,70 +539,30 @@ class _JobRun:
         for name, value in fields.items():
             setattr(self.job, name, value)
 
-    def _store_result_model(self, hardened: RobustModel, source: Model) -> Model:
-        """Write the hardened model's file; its row is added when the job succeeds."""
-        model_id = new_id("mdl")
-        key = catalog.model_key(model_id)
-        with tempfile.TemporaryDirectory() as folder:
-            local = Path(folder) / "model"
-            save_model(hardened, local)
-            stored = self.store.put_file(key, local)
-        row = Model(
-            id=model_id,
-            owner_id=source.owner_id,
-            name=f"{source.name}-robust",
-            format=source.format,
-            architecture=source.architecture,
-            input_shape=source.input_shape,
-            num_classes=source.num_classes,
-            mean=source.mean,
-            std=source.std,
-            sha256=stored.sha256,
-            size_bytes=stored.size_bytes,
-            storage_key=key,
-            source_job_id=self.job.id,
-            warnings=[],
-        )
-        return row
-
-    def _succeed(
-        self,
-        *,
-        metrics: dict[str, Any],
-        result_model_id: str | None,
-        model_row: Model,
-        data: DatasetSplits,
-        result_model: Model | None = None,
-    ) -> None:
-        manifest = _manifest(self.job, model_row, data, result_model, self.device)
-        jobs.finish_job(
-            self.factory,
-            self.job.id,
-            worker_id=self.worker_id,
-            status=jobs.SUCCEEDED,
-            metrics=metrics,
-            result_model_id=result_model_id,
-            manifest=manifest,
-            progress={**self.job.progress, "phase": "done", "fraction": 1.0, "eta_seconds": 0},
-            new_rows=[result_model] if result_model is not None else [],
-        )
+    # -- endings without a result -------------------------------------------------------------
 
     def _end_stopped(self) -> None:
         if self.keeper.lost:
             log.warning("job %s: lease lost; another worker has it", self.job.id)
             return
-        jobs.finish_job(
-            self.factory,
-            self.job.id,
-            worker_id=self.worker_id,
-            status=jobs.CANCELLED,
-            error=_error(
-                "cancelled",
-                "cancelled while running; the checkpoints of finished epochs stay downloadable",
-            ),
-        )
+        progress = {**self.job.progress, **(self.pending_progress or {})}
+        try:
+            jobs.finish_job(
+                self.factory,
+                self.job.id,
+                worker_id=self.worker_id,
+                status=jobs.CANCELLED,
+                progress=progress,
+                error=_error(
+                    "cancelled",
+                    "cancelled while running; the checkpoints of finished epochs stay downloadable",
+                ),
+            )
+        except Conflict:
+            log.warning("job %s: could not record the cancel, lease lost", self.job.id)
 
     def _fail(self, code: str, message: str) -> None:
+        log.warning("job %s failed: %s: %s", self.job.id, code, message)
         try:
             jobs.finish_job(
                 self.factory,
@@ -501,33 +575,42 @@ class _JobRun:
             log.warning("job %s: could not record failure, lease lost", self.job.id)
 
 
-def _summary(report: EvalReport) -> dict[str, Any]:
+def _gpu_environment(devices: list[str]) -> dict[str, str]:
+    """The sandbox hides every GPU (CUDA_VISIBLE_DEVICES=""); a CUDA job sees the worker's."""
+    if not devices:
+        return {}
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        count = sum(1 for device in devices if device.removeprefix("/dev/nvidia").isdigit())
+        visible = ",".join(str(index) for index in range(count))
+    return {"CUDA_VISIBLE_DEVICES": visible}
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
     return {
-        "clean_accuracy": report.clean_accuracy,
-        "robust_accuracy": report.robust_accuracy,
-        "warnings": report.warnings,
+        "clean_accuracy": report["clean_accuracy"],
+        "robust_accuracy": report["robust_accuracy"],
+        "warnings": report["warnings"],
     }
 
 
 def _manifest(
     job: Job,
     model_row: Model,
-    data: DatasetSplits,
+    finished: Finished,
     result_model: Model | None,
-    device: torch.device,
+    sandbox: Sandbox,
 ) -> dict[str, Any]:
     """What it takes to reproduce the job: seed, versions, device, config, inputs and outputs."""
-    import numpy
-    import torchvision
-
+    environment = finished.environment
     return {
         "job_id": job.id,
         "seed": job.config["seed"],
         "config": job.config,
         "dataset": {
             "name": job.dataset,
-            "train_size": len(data.train),
-            "test_size": len(data.test),
+            "train_size": finished.dataset.train_size,
+            "test_size": finished.dataset.test_size,
         },
         "input_model": {"id": model_row.id, "sha256": model_row.sha256, "format": model_row.format},
         "output_model": None
@@ -535,17 +618,16 @@ def _manifest(
         else {"id": result_model.id, "sha256": result_model.sha256},
         "evaluation_subset": job.metrics.get("before", {}).get("subset_indices"),
         "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "torchvision": torchvision.__version__,
-            "numpy": numpy.__version__,
+            "python": environment.python,
+            "torch": environment.torch,
+            "torchvision": environment.torchvision,
+            "numpy": environment.numpy,
         },
         "device": {
-            "type": device.type,
-            "name": torch.cuda.get_device_name(device)
-            if device.type == "cuda"
-            else platform.processor() or platform.machine(),
-            "torch_threads": torch.get_num_threads(),
+            "type": environment.device_type,
+            "name": environment.device_name,
+            "torch_threads": environment.torch_threads,
         },
+        "worker": {"host": platform.node(), "sandbox": sandbox.kind},
         "attempts": job.attempts,
     }

@@ -24,7 +24,8 @@ def register_tasks(app: Celery) -> None:
 
 def run_in_this_process(job_id: str, settings: Settings) -> None:
     """Run `job_id` in this pool process, which serves this one task (max_tasks_per_child=1)."""
-    # Imported here, in the pool process: the parent never loads torch, so never touches CUDA.
+    # Imported here, in the pool process. Neither process runs the user's model or touches
+    # CUDA: the job's engine is a sandboxed child of the pool process (core.pipeline).
     from core import jobs
     from core.context import ServiceContext
 
@@ -33,12 +34,8 @@ def run_in_this_process(job_id: str, settings: Settings) -> None:
         if not jobs.may_claim(context.sessions, job_id):
             log.info("job %s: ended or held by a live worker; message dropped", job_id)
             return
-        import torch
-
         from core.pipeline import run_job
 
-        if settings.torch_threads is not None:
-            torch.set_num_threads(settings.torch_threads)
         worker_id = f"{socket.gethostname()}:{os.getpid()}"
         log.info("job %s: picked up by %s", job_id, worker_id)
         run_job(

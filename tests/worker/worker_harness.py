@@ -103,6 +103,30 @@ def process_group(pgid: int) -> list[int]:
     return members
 
 
+def process_cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def parent_pid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def descends_from(pid: int, ancestor: int) -> bool:
+    current = parent_pid(pid)
+    while current is not None and current > 1:
+        if current == ancestor:
+            return True
+        current = parent_pid(current)
+    return False
+
+
 class WorkerProcess:
     """A real `celery -A worker.main worker` in its own process group, logging to a file."""
 
@@ -130,6 +154,23 @@ class WorkerProcess:
 
     def pool_pids(self) -> list[int]:
         return [pid for pid in process_group(self.pid) if pid != self.pid]
+
+    def engine_pids(self) -> list[int]:
+        """The sandboxed engine processes (`python -I -m core.engine_process`) of this worker's
+        jobs, seen from the host (inside bubblewrap's PID namespace they have other numbers)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            argv = process_cmdline(int(entry.name))
+            if (
+                argv
+                and Path(argv[0]).name.startswith("python")
+                and "core.engine_process" in argv
+                and descends_from(int(entry.name), self.pid)
+            ):
+                found.append(int(entry.name))
+        return found
 
     def log_tail(self, chars: int = 6000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
@@ -226,14 +267,21 @@ class Service:
     owner_id: str
     model: Model
 
-    def create_job(self, config: dict[str, Any], *, enqueue: bool = True) -> str:
+    def create_job(
+        self,
+        config: dict[str, Any],
+        *,
+        enqueue: bool = True,
+        model_id: str | None = None,
+        dataset: str = "builtin:digits",
+    ) -> str:
         with transaction(self.context.sessions) as session:
             job, _ = jobs.create_job(
                 session,
                 owner_id=self.owner_id,
                 kind="harden",
-                model_id=self.model.id,
-                dataset="builtin:digits",
+                model_id=model_id or self.model.id,
+                dataset=dataset,
                 config=config,
             )
             job_id = job.id
@@ -304,18 +352,42 @@ def store_digits_model(context: ServiceContext, owner_id: str, net: nn.Module) -
         input_shape=DIGITS_INPUT,
         num_classes=10,
     )
-    model_id = new_id("mdl")
-    key = f"models/{model_id}/model"
     with tempfile.TemporaryDirectory() as folder:
         local = Path(folder) / "digits_cnn.pt"
         save_model(model, local)
-        stored = context.store.put_file(key, local)
+        return register_model(
+            context, owner_id, local, format="state_dict", architecture="builtin:digits_cnn"
+        )
+
+
+def store_torchscript_model(
+    context: ServiceContext, owner_id: str, scripted: torch.jit.ScriptModule
+) -> Model:
+    """A TorchScript digits model registered as if it had been uploaded before uploads were
+    checked: in the store and the database, never through the upload's checks."""
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(folder) / "model.pt"
+        torch.jit.save(scripted, str(local))
+        return register_model(context, owner_id, local, format="torchscript", architecture=None)
+
+
+def register_model(
+    context: ServiceContext,
+    owner_id: str,
+    local: Path,
+    *,
+    format: str,
+    architecture: str | None,
+) -> Model:
+    model_id = new_id("mdl")
+    key = f"models/{model_id}/model"
+    stored = context.store.put_file(key, local)
     row = Model(
         id=model_id,
         owner_id=owner_id,
-        name="digits-cnn",
-        format="state_dict",
-        architecture="builtin:digits_cnn",
+        name=f"digits-{format}",
+        format=format,
+        architecture=architecture,
         input_shape=list(DIGITS_INPUT),
         num_classes=10,
         mean=None,

@@ -1,0 +1,144 @@
+"""The messages between a job's trusted parent (core.pipeline) and its sandboxed engine process
+(core.engine_process): one JSON object a line, each way.
+
+The child *asks* (phase, evaluated, batch, epoch) and waits for a `Reply` that says whether to
+go on; it *ends* with finished, stopped or failed. Files it produced are named by a bare file
+name inside the job folder, never a path. Everything here is parsed strictly on the parent's
+side: a child runs a user's program and may say anything.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+# The request the parent stages in the job folder, and the files it stages beside it.
+REQUEST_FILE = "request.json"
+MODEL_FILE = "model.input"
+RESUME_FILE = "resume.ckpt"
+# The longest line either side accepts: a message is small; reports travel as files.
+MAX_LINE_BYTES = 64 * 1024
+MAX_MESSAGE_CHARS = 4000
+
+# A file the child wrote in the job folder: a bare name, nothing that could leave the folder.
+FILE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+FileName = Annotated[str, Field(pattern=FILE_NAME_PATTERN)]
+ShortText = Annotated[str, Field(max_length=200)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Seconds = Annotated[float, Field(ge=0.0, le=1e9)]
+
+# Why a job's engine stopped with an error: the job's error code says it.
+FailureCode = Literal[
+    "training_diverged",
+    "model_load_error",
+    "model_error",
+    "dataset_error",
+    "invalid_config",
+    "out_of_memory",
+    "internal_error",
+]
+Phase = Literal["evaluating_before", "training", "evaluating_after"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+class EpochReport(_Strict):
+    """core.robust's EpochMetrics, as the child reports it."""
+
+    epoch: Annotated[int, Field(ge=1, le=1000)]
+    train_loss: float
+    train_robust_accuracy: Fraction
+    lr: float
+    epsilon: Annotated[float, Field(ge=0.0)]
+    val_clean_accuracy: Fraction | None
+    val_robust_accuracy: Fraction | None
+    seconds: Seconds
+    gradient_passes: Annotated[int, Field(ge=0)]
+    train_seconds: Seconds
+
+
+class Environment(_Strict):
+    """What only the engine process knows, for the job's manifest."""
+
+    python: ShortText
+    torch: ShortText
+    torchvision: ShortText
+    numpy: ShortText
+    device_type: Literal["cpu", "cuda", "mps"]
+    device_name: ShortText
+    torch_threads: Annotated[int, Field(ge=1, le=4096)]
+
+
+class DatasetFacts(_Strict):
+    train_size: Annotated[int, Field(ge=0)]
+    test_size: Annotated[int, Field(ge=0)]
+
+
+class PhaseStarted(_Strict):
+    type: Literal["phase"] = "phase"
+    phase: Phase
+
+
+class Evaluated(_Strict):
+    """The evaluation of the uploaded model, its report in a JSON file."""
+
+    type: Literal["evaluated"] = "evaluated"
+    report: FileName
+
+
+class BatchDone(_Strict):
+    type: Literal["batch"] = "batch"
+    epoch: Annotated[int, Field(ge=1, le=1000)]
+    step: Annotated[int, Field(ge=1)]
+    steps: Annotated[int, Field(ge=1)]
+    loss: float
+
+
+class EpochDone(_Strict):
+    """An epoch's resumable checkpoint and its weights as a model file, to be stored."""
+
+    type: Literal["epoch"] = "epoch"
+    metrics: EpochReport
+    checkpoint: FileName
+    weights: FileName
+
+
+class Finished(_Strict):
+    type: Literal["finished"] = "finished"
+    environment: Environment
+    dataset: DatasetFacts
+    model: FileName | None = None  # the hardened model (harden jobs)
+    after: FileName | None = None  # its evaluation report
+    best_epoch: Annotated[int, Field(ge=1, le=1000)] | None = None
+
+
+class Stopped(_Strict):
+    type: Literal["stopped"] = "stopped"
+
+
+class Failed(_Strict):
+    type: Literal["failed"] = "failed"
+    code: FailureCode
+    message: Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
+
+
+Question = PhaseStarted | Evaluated | BatchDone | EpochDone
+Ending = Finished | Stopped | Failed
+ChildMessage = Annotated[
+    PhaseStarted | Evaluated | BatchDone | EpochDone | Finished | Stopped | Failed,
+    Field(discriminator="type"),
+]
+CHILD_MESSAGE: TypeAdapter[ChildMessage] = TypeAdapter(ChildMessage)
+
+
+class Reply(_Strict):
+    """The parent's answer to every question: go on, or stop (cancelled, or lease lost)."""
+
+    go: bool
+
+
+def encode(message: BaseModel) -> bytes:
+    return message.model_dump_json().encode() + b"\n"

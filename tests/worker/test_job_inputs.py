@@ -1,0 +1,94 @@
+"""What a job's engine is handed in its sandbox: an uploaded dataset is staged into the job
+folder (read-only there); a torchvision builtin, which lives outside it, is refused by name.
+Run through core.pipeline in this process, the engine in its sandbox as in a worker."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from worker_harness import Service, harden_config, worker_settings
+
+from core.config import Settings
+from core.db import transaction
+from core.ids import new_id
+from core.jobs import FAILED, SUCCEEDED
+from core.pipeline import run_job
+from core.robust.data import DatasetSplits
+from core.sandbox import sandbox_from_settings
+from core.tables import Dataset
+
+
+def run_here(service: Service, job_id: str) -> None:
+    run_job(
+        job_id,
+        settings=service.settings,
+        factory=service.context.sessions,
+        store=service.context.store,
+        worker_id=f"test:{os.getpid()}",
+    )
+
+
+def store_npz_dataset(service: Service, digits: DatasetSplits) -> str:
+    """The digits images as an uploaded .npz (no test split of its own), registered."""
+    images = np.concatenate([digits.train.tensors()[0].numpy(), digits.test.tensors()[0].numpy()])
+    labels = np.concatenate([digits.train.tensors()[1].numpy(), digits.test.tensors()[1].numpy()])
+    dataset_id = new_id("ds")
+    key = f"datasets/{dataset_id}/data.npz"
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(folder) / "data.npz"
+        np.savez(local, x=images, y=labels)
+        stored = service.context.store.put_file(key, local)
+    with transaction(service.context.sessions) as session:
+        session.add(
+            Dataset(
+                id=dataset_id,
+                owner_id=service.owner_id,
+                name="digits-upload",
+                kind="npz",
+                file_name="data.npz",
+                sha256=stored.sha256,
+                size_bytes=stored.size_bytes,
+                storage_key=key,
+                input_shape=[1, 8, 8],
+                num_classes=10,
+                train_size=1437,
+                test_size=360,
+            )
+        )
+    return dataset_id
+
+
+def test_job_on_an_uploaded_dataset_reads_it_in_its_job_folder(
+    embedded_service: Service, digits: DatasetSplits
+) -> None:
+    service = embedded_service
+    dataset_id = store_npz_dataset(service, digits)
+    job_id = service.create_job(harden_config(epochs=1), dataset=dataset_id, enqueue=False)
+
+    run_here(service, job_id)
+
+    job = service.job(job_id)
+    assert job.status == SUCCEEDED, job.error
+    assert job.manifest["dataset"] == {"name": dataset_id, "train_size": 1437, "test_size": 360}
+
+
+def test_torchvision_builtin_is_refused_by_name_in_the_sandbox(
+    embedded_settings: Settings, make_service: Callable[[Settings], Service]
+) -> None:
+    settings = worker_settings(embedded_settings, sandbox="auto")
+    if not sandbox_from_settings(settings).isolated:
+        pytest.skip("needs the bubblewrap sandbox")
+    service = make_service(settings)
+    job_id = service.create_job(harden_config(epochs=1), dataset="builtin:mnist", enqueue=False)
+
+    run_here(service, job_id)
+
+    job = service.job(job_id)
+    assert job.status == FAILED and job.error is not None
+    assert job.error["code"] == "dataset_error"
+    assert "builtin:mnist" in job.error["message"] and "upload the data" in job.error["message"]
