@@ -137,3 +137,19 @@ def test_without_a_sandbox_torchscript_is_refused_unless_allowed(
     allowed = app_factory(sandbox="none", allow_unsandboxed_torchscript=True)
     response = upload_model(allowed, headers, path, architecture=None)  # type: ignore[arg-type]
     assert response.status_code == 201, response.text
+
+
+class ClaimsHugeOutput(nn.Module):
+    """Its logits say 2**40 classes: the checker's answer is checked, not trusted."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :1].expand(x.size(0), 1099511627776)
+
+
+def test_model_claiming_more_classes_than_allowed_is_refused(
+    client: TestClient, headers: dict[str, str], context: ServiceContext, tmp_path: Path
+):
+    path = scripted(ClaimsHugeOutput(), tmp_path)
+    response = upload_model(client, headers, path, architecture=None, num_classes=None)  # type: ignore[arg-type]
+    assert "num_classes" in assert_error(response, 422, "invalid_model")["message"]
+    assert row_count(context, Model) == 0 and stored_files(context) == []
