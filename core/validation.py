@@ -41,6 +41,7 @@ from core.errors import (
     UnsafeArchiveError,
     ValidationTimeout,
 )
+from core.robust.data import MAX_CLASSES
 from core.sandbox import Sandbox, SandboxedProcess, sandbox_from_settings
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,6 @@ def validate_dataset_file(path: Path, limits: ValidationLimits) -> ValidatedData
     return _answer(ValidatedDataset, result.get("dataset"), failure=DatasetError)
 
 
-MAX_CLASSES = 100_000
 MAX_SAMPLES = 10**9
 
 

@@ -23,6 +23,7 @@ from api.uploads import (
 from core import catalog
 from core.errors import InvalidRequest
 from core.ids import new_id
+from core.robust.data import MAX_CLASSES
 from core.robust.modelio import FORMATS
 from core.tables import Model
 from core.validation import ModelDeclaration, ValidationLimits, validate_model_file
@@ -31,7 +32,6 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 ModelId = Annotated[str, Path(max_length=40, pattern=ID_PATTERN)]
 MAX_DIMENSION = 4096
-MAX_CLASSES = 100_000
 FILE_SUFFIX = {"torchscript": ".pt", "state_dict": ".pt", "safetensors": ".safetensors"}
 
 _FORM_FIELDS = {
