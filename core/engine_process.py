@@ -275,9 +275,21 @@ def failure(exc: BaseException, *, model_format: str) -> Failed:
         )
     else:
         code, message = "internal_error", f"{type(exc).__name__}: {message}"
+    message = _reason_first(message)
     if len(message) > MAX_MESSAGE_CHARS:
         message = message[: MAX_MESSAGE_CHARS - 15] + " [… truncated]"
     return Failed(code=code, message=message)
+
+
+def _reason_first(message: str) -> str:
+    """TorchScript puts the failing op's own error last, after its tracebacks: bring it up to
+    the first line, where a reader (and a truncation) sees it."""
+    marker = "The following operation failed in the TorchScript interpreter."
+    head, found, traceback = message.partition(marker)
+    lines = [line.strip() for line in traceback.splitlines() if line.strip()]
+    if not found or not lines:
+        return message
+    return f"{head.rstrip()} {lines[-1]}\n{found}{traceback}"
 
 
 def main() -> int:

@@ -155,6 +155,10 @@ def test_crafted_torchscript_models_reach_no_file_outside_their_job_folder(
     for name, job in ended.items():
         assert job.error is not None, name
         assert job.error["code"] in {"model_load_error", "model_error"}, (name, job.error)
+        # The reason first: the file is not there for the model (the sandbox shows only the
+        # job folder), then where in its code it tried.
+        reason = job.error["message"].splitlines()[0]
+        assert "unable to open file" in reason and "No such file" in reason, (name, job.error)
         assert "from_file" in job.error["message"], (name, job.error)
         assert job.result_model_id is None
         assert secret.decode() not in everything_said_about(service, job.id), name
