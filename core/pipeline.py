@@ -42,7 +42,7 @@ from core.engine_protocol import (
     PhaseStarted,
     Stopped,
 )
-from core.errors import Conflict, DatasetError, ModelLoadError
+from core.errors import Conflict, DatasetError, ModelLoadError, StorageFull
 from core.ids import new_id
 from core.logs import job_context
 from core.sandbox import Sandbox, gpu_devices, sandbox_from_settings
@@ -181,6 +181,8 @@ class _JobRun:
             self._fail("model_load_error", str(exc))
         except DatasetError as exc:
             self._fail("dataset_error", str(exc))
+        except StorageFull as exc:
+            self._fail("storage_full", exc.message)
         except Conflict:
             log.warning("job %s: lease lost to another worker; leaving it", self.job.id)
         except Exception as exc:  # the job fails with the reason; the worker lives on
