@@ -37,7 +37,10 @@ FILE_SUFFIX = {"torchscript": ".pt", "state_dict": ".pt", "safetensors": ".safet
 _FORM_FIELDS = {
     "name": {"type": "string", "maxLength": 200, "description": "default: the file's name"},
     "format": {"type": "string", "enum": list(FORMATS), "description": "default: detected"},
-    "architecture": {"type": "string", "description": "builtin:<name> or torchvision:<name>"},
+    "architecture": {
+        "type": "string",
+        "description": "builtin:<name>, torchvision:<name> or timm:<name>",
+    },
     "num_classes": {"type": "integer", "minimum": 1},
     "input_shape": {"type": "string", "description": '[C,H,W] as JSON ("[1,8,8]") or "1,8,8"'},
     "mean": {"type": "string", "description": "one value per channel, JSON list or commas"},

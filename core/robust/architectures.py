@@ -1,13 +1,16 @@
 """Architectures by name, so a bare state_dict or safetensors file can be rebuilt into a model.
 
-`torchvision:<name>` is any torchvision classification model (built without weights); the
-`builtin:` nets are small ones for tests, demos and digit-sized inputs.
+`torchvision:<name>` is any torchvision classification model and `timm:<name>` any timm model
+(both built without weights: the user's file supplies them); the `builtin:` nets are small ones
+for tests, demos and digit-sized inputs.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Callable
+from typing import Any
 
 import torchvision
 from torch import nn
@@ -15,6 +18,7 @@ from torch import nn
 from core.robust.errors import InvalidConfig, ModelLoadError
 
 TORCHVISION_PREFIX = "torchvision:"
+TIMM_PREFIX = "timm:"
 BUILTIN_PREFIX = "builtin:"
 
 Builder = Callable[[tuple[int, int, int], int], nn.Module]
@@ -91,18 +95,34 @@ def _torchvision_classifiers() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
+@functools.cache
+def _timm_models() -> tuple[str, ...]:
+    # Imported here, not at the top: timm adds most of a second to an import, and only a timm:
+    # name (or the full listing) needs it.
+    import timm
+
+    # Without `pretrained=True` the list holds base names (resnet18), not weight tags
+    # (resnet18.a1_in1k): the weights come from the user's file, never from the hub.
+    return tuple(timm.list_models())
+
+
 def list_architectures() -> list[str]:
-    """Every architecture name `build_architecture` accepts: built-ins, then torchvision's."""
-    return sorted(_BUILTINS) + [TORCHVISION_PREFIX + name for name in _torchvision_classifiers()]
+    """Every architecture name `build_architecture` accepts: built-ins, torchvision's, timm's."""
+    return (
+        sorted(_BUILTINS)
+        + [TORCHVISION_PREFIX + name for name in _torchvision_classifiers()]
+        + [TIMM_PREFIX + name for name in _timm_models()]
+    )
 
 
 def _unknown(name: str) -> ModelLoadError:
     close = difflib.get_close_matches(name, list_architectures(), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     return ModelLoadError(
-        f"unknown architecture {name!r}: use one of {', '.join(sorted(_BUILTINS))}, or "
+        f"unknown architecture {name!r}: use one of {', '.join(sorted(_BUILTINS))}, "
         f"torchvision:<name> for any torchvision classification model "
-        f"(e.g. torchvision:resnet18).{hint}"
+        f"(e.g. torchvision:resnet18), or timm:<name> for any timm model "
+        f"(e.g. timm:resnet18).{hint}"
     )
 
 
@@ -132,6 +152,54 @@ def _build_torchvision(model_name: str, num_classes: int) -> nn.Module:
         ) from exc
 
 
+def _unknown_timm(model_name: str) -> ModelLoadError:
+    base = model_name.split(".", 1)[0]
+    if "." in model_name and base in _timm_models():
+        return ModelLoadError(
+            f"timm:{model_name} names a pretrained tag; use timm:{base}: the weights come from "
+            "your file, never from the hub"
+        )
+    close = difflib.get_close_matches(model_name, _timm_models(), n=5)
+    hint = f"; close: {', '.join(close)}" if close else ""
+    return ModelLoadError(
+        f"unknown timm model {model_name!r}{hint} (timm:<name> takes any name in "
+        f"timm.list_models())"
+    )
+
+
+def _build_timm(model_name: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    if model_name not in _timm_models():
+        raise _unknown_timm(model_name)
+    import timm
+
+    channels, height, width = input_shape
+    # Models with a fixed token grid (ViT, DeiT, Swin, CoAtNet, MaxViT, Mixer ...) size their
+    # position embeddings and windows from `img_size`, 224 by default, and refuse a 32x32
+    # input, or hold weights of another shape than the user's; so pass the upload's H x W to
+    # every model that takes it. Convolutional ones (ResNet, ConvNeXt, EfficientNet) pool
+    # adaptively and refuse the keyword, which is how they are told apart.
+    img_size = height if height == width else (height, width)
+
+    def create(**size: Any) -> nn.Module:
+        # pretrained=False: never download; the user's file supplies the weights.
+        return timm.create_model(
+            model_name, pretrained=False, num_classes=num_classes, in_chans=channels, **size
+        )
+
+    try:
+        try:
+            return create(img_size=img_size)
+        except TypeError as exc:
+            if "img_size" not in str(exc):
+                raise
+            return create()
+    except (TypeError, ValueError, RuntimeError, AssertionError) as exc:
+        raise ModelLoadError(
+            f"could not build timm:{model_name} for input_shape {list(input_shape)} and "
+            f"num_classes={num_classes}: {exc}"
+        ) from exc
+
+
 def build_architecture(
     name: str, *, input_shape: tuple[int, int, int], num_classes: int
 ) -> nn.Module:
@@ -142,6 +210,8 @@ def build_architecture(
     shape = _check_input(input_shape, num_classes)
     if name.startswith(TORCHVISION_PREFIX):
         return _build_torchvision(name.removeprefix(TORCHVISION_PREFIX), num_classes)
+    if name.startswith(TIMM_PREFIX):
+        return _build_timm(name.removeprefix(TIMM_PREFIX), shape, num_classes)
     builder = _BUILTINS.get(name)
     if builder is None:
         raise _unknown(name)

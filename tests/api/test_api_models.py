@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from http_checks import assert_error, job_body, stored_files, upload_model
 
 from core.context import ServiceContext
+from core.robust.modelio import load_model
 
 
 @pytest.mark.parametrize("format", ["state_dict", "torchscript", "safetensors"])
@@ -49,6 +51,52 @@ def test_declared_format_must_match_the_file(
     error = assert_error(response, 422)
     assert error["field"] == "format"
     assert "state_dict" in error["message"]
+
+
+def test_timm_state_dict_round_trips_through_upload_and_download(
+    client: TestClient, headers: dict[str, str], tmp_path: Path
+):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    # A ViT sized for 32x32 inputs, as its user built it: the service must build the same.
+    net = timm.create_model("test_vit", pretrained=False, num_classes=10, img_size=32).eval()
+    path = tmp_path / "vit.pt"
+    torch.save(net.state_dict(), path)
+
+    response = upload_model(
+        client, headers, path, architecture="timm:test_vit", input_shape="3,32,32"
+    )
+    assert response.status_code == 201, response.text
+    model = response.json()
+    assert (model["format"], model["architecture"]) == ("state_dict", "timm:test_vit")
+    content = client.get(f"/v1/models/{model['id']}/content", headers=headers)
+    assert content.status_code == 200
+    (tmp_path / "downloaded.pt").write_bytes(content.content)
+
+    again = timm.create_model("test_vit", pretrained=False, num_classes=10, img_size=32).eval()
+    again.load_state_dict(torch.load(tmp_path / "downloaded.pt", weights_only=True), strict=True)
+    served = load_model(
+        tmp_path / "downloaded.pt",
+        input_shape=(3, 32, 32),
+        num_classes=10,
+        architecture=model["architecture"],
+    ).eval()
+    images = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(again(images), net(images))
+        assert torch.equal(served(images), net(images))
+
+
+def test_unknown_timm_architecture_is_422_naming_close_matches(
+    client: TestClient, headers: dict[str, str], model_files: dict[str, Path]
+):
+    response = upload_model(
+        client, headers, model_files["state_dict"], architecture="timm:resnet19"
+    )
+    error = assert_error(response, 422)
+    assert error["field"] == "architecture"
+    assert "unknown timm model 'resnet19'; close: " in error["message"]
+    assert "resnet18" in error["message"]
 
 
 def test_download_round_trip_with_etag_304_and_ranges(

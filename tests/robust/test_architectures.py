@@ -42,6 +42,7 @@ def test_unknown_name_is_refused_with_what_is_available() -> None:
     message = str(caught.value)
     assert "builtin:digits_cnn" in message
     assert "torchvision:<name>" in message
+    assert "timm:<name>" in message
 
 
 def test_unknown_torchvision_name_suggests_close_match() -> None:
@@ -71,6 +72,72 @@ def test_list_architectures_has_builtins_and_only_torchvision_classifiers() -> N
     assert {"builtin:digits_cnn", "builtin:mlp", "builtin:small_cnn"} <= set(names)
     assert "torchvision:resnet18" in names
     assert "torchvision:fasterrcnn_resnet50_fpn" not in names
+
+
+# ---------------------------------------------------------------- timm
+
+
+@pytest.mark.parametrize(
+    ("name", "input_shape"),
+    [
+        ("timm:test_resnet", (3, 32, 32)),  # BatchNorm
+        ("timm:test_convnext", (3, 32, 32)),  # LayerNorm
+        ("timm:test_efficientnet", (3, 32, 32)),
+        ("timm:test_vit", (3, 32, 32)),  # patch embedding
+        ("timm:test_resnet", (1, 28, 28)),  # in_chans follows the input
+        ("timm:vit_tiny_patch16_224", (3, 32, 32)),  # refuses 32x32 unless built with img_size
+    ],
+)
+def test_timm_model_gives_logits_for_its_input_shape(
+    name: str, input_shape: tuple[int, int, int]
+) -> None:
+    net = build_architecture(name, input_shape=input_shape, num_classes=7).eval()
+    with torch.no_grad():
+        logits = net(torch.rand(2, *input_shape))
+    assert logits.shape == (2, 7)
+
+
+def test_timm_vit_is_built_for_the_input_size_not_its_default() -> None:
+    net = build_architecture("timm:test_vit", input_shape=(3, 32, 32), num_classes=10)
+    # 32x32 in 16x16 patches is 4 tokens, plus the class token; timm's default (160) gives 101.
+    assert net.pos_embed.shape[1] == 1 + 4  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("model_name", "size"),
+    [("test_convnext", {}), ("test_vit", {"img_size": 32})],  # as a user builds each for 32x32
+)
+def test_timm_state_dict_loads_strictly_and_gives_the_same_outputs(
+    model_name: str, size: dict[str, int]
+) -> None:
+    import timm
+
+    torch.manual_seed(0)
+    theirs = timm.create_model(model_name, pretrained=False, num_classes=10, **size)
+    ours = build_architecture(f"timm:{model_name}", input_shape=(3, 32, 32), num_classes=10)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    images = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(ours.eval()(images), theirs.eval()(images))
+
+
+def test_unknown_timm_name_names_close_matches() -> None:
+    with pytest.raises(ModelLoadError) as caught:
+        build_architecture("timm:resnet19", input_shape=(3, 32, 32), num_classes=10)
+    message = str(caught.value)
+    assert message.startswith("unknown timm model 'resnet19'; close: ")
+    assert "resnet18" in message
+
+
+def test_timm_name_with_a_pretrained_tag_is_refused_naming_the_base_model() -> None:
+    with pytest.raises(ModelLoadError, match="use timm:resnet18"):
+        build_architecture("timm:resnet18.a1_in1k", input_shape=(3, 32, 32), num_classes=10)
+
+
+def test_list_architectures_has_timm_models() -> None:
+    names = list_architectures()
+    assert {"timm:resnet18", "timm:test_vit", "timm:convnext_atto"} <= set(names)
+    assert not any(name.startswith("timm:") and "." in name for name in names)
 
 
 def test_digits_cnn_trains_past_95_percent_on_digits_in_seconds() -> None:
