@@ -321,6 +321,44 @@ def test_builtin_digits_split_every_fifth_image_into_test() -> None:
     assert splits.train.labels.tolist() == bunch.target[is_train].tolist()
 
 
+def test_builtin_digits32_is_the_digits_upscaled_and_tinted_in_colour() -> None:
+    digits = load_dataset("builtin:digits")
+    splits = load_dataset("builtin:digits32")
+
+    assert (len(splits.train), len(splits.test)) == (1437, 360)
+    assert splits.input_shape == (3, 32, 32)
+    assert splits.num_classes == 10
+    assert torch.equal(splits.train.labels, digits.train.labels)
+    assert torch.equal(splits.test.labels, digits.test.labels)
+    images = torch.cat([splits.train.tensors()[0], splits.test.tensors()[0]])
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    # Per-image tints: the channels differ, and not by one fixed colour for every image.
+    assert (images[:, 0] - images[:, 1]).abs().mean() > 0.05
+    assert (images[:, 1] - images[:, 2]).abs().mean() > 0.05
+    assert images[:, :, 0, 0].std(0).min() > 0.05
+    # Still the same digit: each image's brightness, pooled to 8x8, follows the 8x8 ink.
+    ink = digits.test.tensors()[0].flatten(1)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(splits.test.tensors()[0].mean(1), 8)
+    correlation = torch.corrcoef(torch.stack([ink.flatten(), pooled.flatten()]))[0, 1]
+    assert correlation > 0.9
+
+
+def test_builtin_digits32_is_the_same_on_every_call() -> None:
+    first = load_dataset("builtin:digits32")
+    first.train.images[:] = 0  # a caller writing into its copy must not change the next one
+    second = load_dataset("builtin:digits32")
+    third = load_dataset("builtin:digits32")
+
+    assert second.train.images.any()
+    assert torch.equal(second.train.images, third.train.images)
+    assert torch.equal(second.test.images, third.test.images)
+    # Built again from nothing (as in a new process), the tints come from the fixed seed.
+    from core.robust import data
+
+    rebuilt, _ = data._digits32_tensors.__wrapped__()
+    assert torch.equal(rebuilt[0::5], third.test.images)
+
+
 # ---------------------------------------------------------------- torchvision folders
 
 
