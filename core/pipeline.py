@@ -61,6 +61,11 @@ CHECKPOINT_SIZE_FACTOR = 4
 CHECKPOINT_SLACK_BYTES = 64 * 1024**2
 
 
+# Built from scikit-learn's bundled digits, which lie inside the sandbox's read-only Python
+# folders: nothing to stage.
+BUNDLED_DATASETS = frozenset({"builtin:digits", "builtin:digits32"})
+
+
 class JobStopped(Exception):
     """The job was cancelled, or this worker lost its lease: stop without a result."""
 
@@ -303,7 +308,7 @@ class _JobRun:
 
     def _stage_dataset(self, job_dir: Path, sandbox: Sandbox) -> dict[str, Any]:
         name = self.job.dataset
-        if name == "builtin:digits":  # bundled with scikit-learn, inside the sandbox's /usr
+        if name in BUNDLED_DATASETS:
             return {"name": name, "file": None, "data_dir": None, "allow_download": False}
         if name.startswith("builtin:"):
             if sandbox.isolated:
@@ -446,6 +451,14 @@ class _JobRun:
                 )
             metrics["after"] = self._report(engine, finished.after)
             metrics["best_epoch"] = finished.best_epoch
+            if finished.dataset.validation is None:
+                raise EngineFailure(
+                    "engine_protocol_error",
+                    "the job's engine finished training without naming its validation split",
+                )
+            metrics["validation"] = finished.dataset.validation.model_dump(
+                include={"source", "size"}
+            )
             metrics["epochs"] = [row.metrics for row in self._checkpoint_rows()]
             result_model = self._store_result_model(engine, finished.model, model_row)
         manifest = _manifest(self.job, model_row, finished, result_model, sandbox)
@@ -596,6 +609,13 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _validation_manifest(finished: Finished) -> dict[str, Any] | None:
+    """The split the best epoch was chosen on, and how it was drawn (a holdout's fraction and
+    seed; an uploaded split has neither)."""
+    validation = finished.dataset.validation
+    return None if validation is None else validation.model_dump()
+
+
 def _manifest(
     job: Job,
     model_row: Model,
@@ -613,6 +633,7 @@ def _manifest(
             "name": job.dataset,
             "train_size": finished.dataset.train_size,
             "test_size": finished.dataset.test_size,
+            "validation": _validation_manifest(finished),
         },
         "input_model": {"id": model_row.id, "sha256": model_row.sha256, "format": model_row.format},
         "output_model": None

@@ -33,8 +33,10 @@ def main() -> None:
     import core.robust.modelio
     import core.robust.npz_data
     import core.robust.script_ops  # noqa: F401
+    from core.robust.architectures import list_architectures
     from core.sandbox import limit_self
 
+    list_architectures()  # imports timm, whose model names it lists
     torch.set_num_threads(1)
     answer.write(b"ready\n")
     answer.flush()
