@@ -13,7 +13,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from core.jobconfig import EvaluationSettings
+from core.jobconfig import VALIDATION_FRACTION, EvaluationSettings
 from core.jobs import STATUSES
 from core.robust.data import BuiltinDataset
 from core.robust.finetune import ATTACKS, LOSSES, FinetuneConfig
@@ -190,6 +190,14 @@ class HyperparametersIn(Request):
     trades_beta: float = Field(FINETUNE_DEFAULTS["trades_beta"], ge=0, le=100)
     attack: Literal[ATTACKS] = FINETUNE_DEFAULTS["attack"]  # type: ignore[valid-type]
     epsilon_rampup_fraction: float = Field(FINETUNE_DEFAULTS["epsilon_rampup_fraction"], ge=0, le=1)
+    validation_fraction: float = Field(
+        VALIDATION_FRACTION,
+        gt=0,
+        le=0.5,
+        description="share of the training images held out (seeded; 100 to 5,000 images, at "
+        "most half) to choose the best epoch on, unless the dataset brings its own validation "
+        "split; the test split is only used for the before/after evaluation",
+    )
 
 
 class EvaluationIn(Request):
@@ -244,6 +252,11 @@ class JobMetrics(BaseModel):
     after: dict[str, Any] | None = None
     epochs: list[dict[str, Any]] = Field(default_factory=list)
     best_epoch: int | None = None
+    validation: dict[str, Any] | None = Field(
+        None,
+        description='harden jobs: the split the best epoch was chosen on, {"source": '
+        '"train_holdout" | "uploaded", "size": N}; never the test split',
+    )
 
 
 class JobOut(BaseModel):
@@ -291,6 +304,7 @@ class JobOut(BaseModel):
                 after=metrics.get("after"),
                 epochs=metrics.get("epochs") or [],
                 best_epoch=metrics.get("best_epoch"),
+                validation=metrics.get("validation"),
             ),
             result_model_id=job.result_model_id,
             error=job.error,

@@ -35,6 +35,7 @@ from core.engine_protocol import (
     PhaseStarted,
     Reply,
     Stopped,
+    ValidationFacts,
     encode,
 )
 
@@ -98,6 +99,8 @@ class EngineJob:
         model = self._load_model()
         data = self._load_data()
         self.data_facts = DatasetFacts(train_size=len(data.train), test_size=len(data.test))
+        if self.request["kind"] == "harden":
+            data = self._with_validation(data)
         threat = threat_model(self.request["config"])
         evaluation = evaluation_settings(self.request["config"])
         if not self.request["has_before"]:
@@ -122,7 +125,7 @@ class EngineJob:
             data.train,
             threat,
             config,
-            val=data.test,
+            val=data.val,
             resume=resume,
             device=self.device,
             on_epoch=lambda metrics, checkpoint: self._save_epoch(model, metrics, checkpoint),
@@ -204,6 +207,27 @@ class EngineJob:
                 f"the dataset has {data.num_classes} classes but the model only "
                 f"{spec['num_classes']}"
             )
+        return data
+
+    def _with_validation(self, data: Any) -> Any:
+        """The split the best epoch is chosen on: the upload's own, else a seeded holdout from
+        train (trained on no more); the test split stays for the before/after evaluation."""
+        from core.jobconfig import validation_fraction
+        from core.robust.data import with_validation
+
+        uploaded = data.val is not None
+        fraction, seed = validation_fraction(self.request["config"]), self.request["config"]["seed"]
+        data = with_validation(data, fraction=fraction, seed=seed)
+        validation = (
+            ValidationFacts(source="uploaded", size=len(data.val))
+            if uploaded
+            else ValidationFacts(
+                source="train_holdout", size=len(data.val), fraction=fraction, seed=seed
+            )
+        )
+        self.data_facts = DatasetFacts(
+            train_size=len(data.train), test_size=len(data.test), validation=validation
+        )
         return data
 
     def _evaluate(self, model: Any, data: Any, threat: Any, evaluation: Any) -> Any:

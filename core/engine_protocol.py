@@ -72,9 +72,19 @@ class Environment(_Strict):
     torch_threads: Annotated[int, Field(ge=1, le=4096)]
 
 
+class ValidationFacts(_Strict):
+    """The split the best epoch was chosen on (harden jobs): held out of train, or uploaded."""
+
+    source: Literal["train_holdout", "uploaded"]
+    size: Annotated[int, Field(ge=1)]
+    fraction: Annotated[float, Field(gt=0.0, le=0.5)] | None = None  # a holdout's, for the manifest
+    seed: Annotated[int, Field(ge=0)] | None = None
+
+
 class DatasetFacts(_Strict):
-    train_size: Annotated[int, Field(ge=0)]
+    train_size: Annotated[int, Field(ge=0)]  # the images trained on (a holdout taken out)
     test_size: Annotated[int, Field(ge=0)]
+    validation: ValidationFacts | None = None
 
 
 class PhaseStarted(_Strict):

@@ -28,9 +28,24 @@ def threat_model(config: dict[str, Any]) -> ThreatModel:
     )
 
 
+# Hyperparameters of the job that are not FinetuneConfig's: how the data is split.
+VALIDATION_FRACTION = 0.1
+_DATA_KNOBS = ("validation_fraction",)
+
+
 def finetune_config(config: dict[str, Any]) -> FinetuneConfig:
-    hyper = {key: value for key, value in config["hyperparameters"].items() if value is not None}
+    hyper = {
+        key: value
+        for key, value in config["hyperparameters"].items()
+        if value is not None and key not in _DATA_KNOBS
+    }
     return FinetuneConfig(seed=config["seed"], **hyper)
+
+
+def validation_fraction(config: dict[str, Any]) -> float:
+    """The share of train held out for validation (jobs stored before it existed: the default)."""
+    value = config["hyperparameters"].get("validation_fraction")
+    return VALIDATION_FRACTION if value is None else float(value)
 
 
 def evaluation_settings(config: dict[str, Any]) -> EvaluationSettings:

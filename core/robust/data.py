@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +122,9 @@ class DatasetSplits:
     train: ImageDataset
     test: ImageDataset
     num_classes: int
+    # The upload's own validation split (`x_val`/`y_val`, an archive's `val/` beside `test/`),
+    # or the holdout `with_validation` takes from train; None until then.
+    val: ImageDataset | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_classes <= MAX_CLASSES:
@@ -129,7 +132,10 @@ class DatasetSplits:
                 f"dataset {self.name} has {self.num_classes} classes; at most {MAX_CLASSES} "
                 "are supported"
             )
-        for split, data in (("train", self.train), ("test", self.test)):
+        splits = [("train", self.train), ("test", self.test)]
+        if self.val is not None:
+            splits.append(("validation", self.val))
+        for split, data in splits:
             if len(data):
                 check_label_range(f"the {split} split", data.labels, num_classes=self.num_classes)
 
@@ -139,6 +145,37 @@ class DatasetSplits:
 
     def test_tensors(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.test.tensors(n)
+
+
+VALIDATION_MIN_IMAGES = 100
+VALIDATION_MAX_IMAGES = 5_000
+
+
+def validation_holdout_size(train_size: int, fraction: float) -> int:
+    """How many training images `with_validation` holds out: `fraction` of them, clamped to
+    100..5,000, and never more than half, so that a tiny set still has most of it to train on."""
+    wanted = round(fraction * train_size)
+    wanted = min(max(wanted, VALIDATION_MIN_IMAGES), VALIDATION_MAX_IMAGES)
+    return min(wanted, train_size // 2)
+
+
+def with_validation(data: DatasetSplits, *, fraction: float, seed: int) -> DatasetSplits:
+    """The splits with a validation split: the upload's own when it has one, else a seeded
+    holdout from train (which then keeps the rest). The test split is never touched, so
+    validation and test cannot overlap; the same seed always holds out the same images."""
+    if not 0 < fraction <= 0.5:
+        raise DatasetError(f"validation_fraction must be in (0, 0.5], got {fraction}")
+    if data.val is not None:
+        return data
+    size = validation_holdout_size(len(data.train), fraction)
+    if size < 1:
+        raise DatasetError(
+            f"dataset {data.name} has {len(data.train)} training images: too few to hold out "
+            "a validation split"
+        )
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
+    held_out, kept = order[:size].sort().values, order[size:].sort().values
+    return replace(data, train=data.train.subset(kept), val=data.train.subset(held_out))
 
 
 def check_label_range(

@@ -42,17 +42,23 @@ def load_image_folder_archive(
 
     Classes are numbered by sorted folder name. Images become RGB unless all are grayscale (then
     one channel), resized to `image_size` (H, W) when given, else all must share one size.
-    Without a test folder, every fifth image is the test split.
+    Without a test folder, every fifth image is the test split. With `train/`, `val/` and
+    `test/`, `val/` is the validation split (the best epoch is chosen on it); with only `train/`
+    and `val/`, `val/` is the test split (as torchvision's ImageNet names it) and the job holds
+    a validation split out of train.
     """
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="robustify-imagefolder-") as scratch:
         extracted = Path(scratch) / "archive"
         safe_extract(path, extracted)
-        train_root, test_root = _split_roots(_dataset_root(extracted))
+        train_root, test_root, val_root = _split_roots(_dataset_root(extracted))
         classes = _class_names(train_root, extracted)
         train_files = _labelled_files(train_root, classes, extracted)
         test_files = None if test_root is None else _labelled_files(test_root, classes, extracted)
-        all_files = train_files.files + ([] if test_files is None else test_files.files)
+        val_files = None if val_root is None else _labelled_files(val_root, classes, extracted)
+        all_files = list(train_files.files)
+        for split in (test_files, val_files):
+            all_files += [] if split is None else split.files
         mode, size = _common_format(all_files, extracted, image_size=image_size)
         train_images = _decode_all(train_files.files, extracted, mode=mode, size=size)
         train_labels = torch.tensor(train_files.labels, dtype=torch.long)
@@ -64,7 +70,13 @@ def load_image_folder_archive(
                 _decode_all(test_files.files, extracted, mode=mode, size=size),
                 torch.tensor(test_files.labels, dtype=torch.long),
             )
-    return DatasetSplits(name=path.name, train=train, test=test, num_classes=len(classes))
+        val = None
+        if val_files is not None:
+            val = ImageDataset(
+                _decode_all(val_files.files, extracted, mode=mode, size=size),
+                torch.tensor(val_files.labels, dtype=torch.long),
+            )
+    return DatasetSplits(name=path.name, train=train, test=test, num_classes=len(classes), val=val)
 
 
 def _is_hidden(path: Path) -> bool:
@@ -86,16 +98,17 @@ def _dataset_root(extracted: Path) -> Path:
     return extracted
 
 
-def _split_roots(root: Path) -> tuple[Path, Path | None]:
-    """`train/` and `test/` (or `val/`) when the archive has that layout, else (root, None)."""
+def _split_roots(root: Path) -> tuple[Path, Path | None, Path | None]:
+    """(train, test, validation) folders: `train/`+`test/`, `train/`+`val/` (val is the test
+    split), `train/`+`val/`+`test/` (val is the validation split); else (root, None, None)."""
     folders = {child.name.lower(): child for child in _visible_children(root) if child.is_dir()}
     if "train" not in folders or not set(folders) & {"test", "val"}:
-        return root, None
+        return root, None, None
     if not set(folders) <= {"train", "test", "val"}:
-        return root, None
+        return root, None, None
     if "test" in folders and "val" in folders:
-        logger.warning("archive has train/, val/ and test/ folders: using test/, ignoring val/")
-    return folders["train"], folders.get("test", folders.get("val"))
+        return folders["train"], folders["test"], folders["val"]
+    return folders["train"], folders.get("test", folders.get("val")), None
 
 
 def _relative(path: Path, extracted: Path) -> str:

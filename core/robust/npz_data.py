@@ -1,4 +1,5 @@
-"""Read an uploaded `.npz` (keys `x`, `y`, optional `x_test`, `y_test`) into dataset splits."""
+"""Read an uploaded `.npz` (keys `x`, `y`, optional `x_test`/`y_test` and `x_val`/`y_val`) into
+dataset splits."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ __all__ = ["MAX_ARRAY_BYTES", "load_npz_dataset"]
 # A compressed .npz of zeros is tiny on disk and huge in memory: headers are read first and
 # the arrays refused when together they would need more than this.
 MAX_ARRAY_BYTES = 4 * 1024**3
-_KEYS = ("x", "y", "x_test", "y_test")
+_KEYS = ("x", "y", "x_test", "y_test", "x_val", "y_val")
 
 
 def load_npz_dataset(path: Path) -> DatasetSplits:
@@ -25,36 +26,45 @@ def load_npz_dataset(path: Path) -> DatasetSplits:
 
     `x` is uint8 NHWC (or NHW grayscale) or float NCHW in [0, 1]; `y` holds integer labels
     >= 0, one per image. `x_test`/`y_test` (both or neither) give the test split; without them
-    every fifth image is the test split. num_classes is the largest label + 1.
+    every fifth image is the test split. `x_val`/`y_val` (both or neither) give the validation
+    split (the best epoch is chosen on it); without them the job holds one out of train.
+    num_classes is the largest label + 1.
     """
     path = Path(path)
     arrays = _read_arrays(path)
     train_images = _images("x", arrays["x"])
     train_labels = _labels("y", arrays["y"], images_key="x", count=len(train_images))
     if "x_test" in arrays:
-        test_images = _images("x_test", arrays["x_test"])
-        if test_images.shape[1:] != train_images.shape[1:]:
-            raise DatasetError(
-                f"key 'x_test' has images of shape {tuple(test_images.shape[1:])} (C, H, W) "
-                f"but key 'x' has {tuple(train_images.shape[1:])}; they must match"
-            )
-        if test_images.dtype != train_images.dtype:
-            raise DatasetError(
-                f"key 'x_test' has dtype {arrays['x_test'].dtype} but key 'x' has "
-                f"{arrays['x'].dtype}; store both as uint8 or both as float"
-            )
-        test_labels = _labels(
-            "y_test", arrays["y_test"], images_key="x_test", count=len(test_images)
-        )
         train = ImageDataset(train_images, train_labels)
-        test = ImageDataset(test_images, test_labels)
+        test = _extra_split(arrays, "test", like=train_images)
     else:
         train, test = split_every_fifth(train_images, train_labels)
-    largest = int(max(train.labels.max(), test.labels.max()))
+    val = _extra_split(arrays, "val", like=train_images) if "x_val" in arrays else None
+    largest = int(
+        max(train.labels.max(), test.labels.max(), -1 if val is None else val.labels.max())
+    )
     if largest < 1:
         keys = "keys 'y' and 'y_test' hold" if "y_test" in arrays else "key 'y' holds"
         raise DatasetError(f"{keys} only the label {largest}; at least 2 classes are needed")
-    return DatasetSplits(name=path.name, train=train, test=test, num_classes=largest + 1)
+    return DatasetSplits(name=path.name, train=train, test=test, num_classes=largest + 1, val=val)
+
+
+def _extra_split(arrays: dict[str, np.ndarray], split: str, *, like: torch.Tensor) -> ImageDataset:
+    """The `x_<split>`/`y_<split>` images and labels, checked to match the training images."""
+    images_key, labels_key = f"x_{split}", f"y_{split}"
+    images = _images(images_key, arrays[images_key])
+    if images.shape[1:] != like.shape[1:]:
+        raise DatasetError(
+            f"key {images_key!r} has images of shape {tuple(images.shape[1:])} (C, H, W) "
+            f"but key 'x' has {tuple(like.shape[1:])}; they must match"
+        )
+    if images.dtype != like.dtype:
+        raise DatasetError(
+            f"key {images_key!r} has dtype {arrays[images_key].dtype} but key 'x' has "
+            f"{arrays['x'].dtype}; store both as uint8 or both as float"
+        )
+    labels = _labels(labels_key, arrays[labels_key], images_key=images_key, count=len(images))
+    return ImageDataset(images, labels)
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -68,14 +78,16 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
             if missing:
                 raise DatasetError(
                     f"{path.name} is missing key {missing[0]!r} (found keys: {archive.files}); "
-                    "expected 'x' (images) and 'y' (labels), optionally 'x_test' and 'y_test'"
+                    "expected 'x' (images) and 'y' (labels), optionally 'x_test'/'y_test' and "
+                    "'x_val'/'y_val'"
                 )
-            if ("x_test" in present) != ("y_test" in present):
-                given = "x_test" if "x_test" in present else "y_test"
-                absent = "y_test" if given == "x_test" else "x_test"
-                raise DatasetError(
-                    f"{path.name} has key {given!r} but not {absent!r}: give both or neither"
-                )
+            for split in ("test", "val"):
+                if (f"x_{split}" in present) != (f"y_{split}" in present):
+                    given = f"x_{split}" if f"x_{split}" in present else f"y_{split}"
+                    absent = f"y_{split}" if given == f"x_{split}" else f"x_{split}"
+                    raise DatasetError(
+                        f"{path.name} has key {given!r} but not {absent!r}: give both or neither"
+                    )
             total = sum(_declared_bytes(archive, key) for key in present)
             if total > MAX_ARRAY_BYTES:
                 raise DatasetError(

@@ -30,12 +30,18 @@ def test_job_is_created_with_defaults_filled_and_enqueued(
     assert response.status_code == 202, response.text
     job = response.json()
     assert job["status"] == "queued" and job["attempts"] == 0
-    engine_defaults = dataclasses.asdict(FinetuneConfig())
+    # The engine's defaults, and the one knob of the data split that is the job's own.
+    engine_defaults = {
+        **dataclasses.asdict(FinetuneConfig()),
+        "validation_fraction": jobconfig.VALIDATION_FRACTION,
+    }
     for name, value in job["hyperparameters"].items():
         assert value == engine_defaults[name], name
     assert job["threat_model"]["epsilon"] == ThreatModel().epsilon
     assert job["evaluation"]["max_samples"] == jobconfig.EvaluationSettings().max_samples
-    assert job["metrics"] == {"before": None, "after": None, "epochs": [], "best_epoch": None}
+    assert job["metrics"] == {
+        "before": None, "after": None, "epochs": [], "best_epoch": None, "validation": None,
+    }  # fmt: skip
     with context.sessions() as session:
         stored = session.get(Job, job["id"])
         assert stored is not None
@@ -59,6 +65,8 @@ def test_job_is_created_with_defaults_filled_and_enqueued(
         ("hyperparameters", {"decay_gamma": 1.0}, "hyperparameters.decay_gamma"),
         ("hyperparameters", {"schedule": "bogus"}, "hyperparameters.schedule"),
         ("hyperparameters", {"epoch": 3}, "hyperparameters.epoch"),
+        ("hyperparameters", {"validation_fraction": 0}, "hyperparameters.validation_fraction"),
+        ("hyperparameters", {"validation_fraction": 0.6}, "hyperparameters.validation_fraction"),
         ("threat_model", {"norm": "linf", "epsilon": 1.5}, "threat_model.epsilon"),
         ("threat_model", {"norm": "l2", "epsilon": 101}, "threat_model.epsilon"),
         ("threat_model", {"epsilon": 0}, "threat_model.epsilon"),

@@ -6,6 +6,7 @@ import struct
 import tarfile
 import zipfile
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.robust.data import load_dataset
+from core.robust.data import load_dataset, validation_holdout_size, with_validation
 from core.robust.errors import DatasetError
 
 # ---------------------------------------------------------------- ImageFolder archives
@@ -127,6 +128,17 @@ def test_image_folder_val_folder_is_the_test_split(tmp_path: Path) -> None:
     write_image_tree(tmp_path / "tree" / "val", ("x", "y"), per_class=1)
     splits = load_dataset(zip_folder(tmp_path / "tree", tmp_path / "split.zip"))
     assert (len(splits.train), len(splits.test)) == (8, 2)
+    assert splits.val is None  # only train/ and val/: val/ is the test split, as before
+
+
+def test_image_folder_val_beside_test_is_the_validation_split(tmp_path: Path) -> None:
+    write_image_tree(tmp_path / "tree" / "train", ("x", "y"), per_class=4)
+    write_image_tree(tmp_path / "tree" / "val", ("x", "y"), per_class=2, seed=1)
+    write_image_tree(tmp_path / "tree" / "test", ("x", "y"), per_class=1, seed=2)
+    splits = load_dataset(zip_folder(tmp_path / "tree", tmp_path / "split.zip"))
+    assert splits.val is not None
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (8, 4, 2)
+    assert splits.val.labels.tolist() == [0, 0, 1, 1]
 
 
 def test_all_grayscale_images_keep_one_channel(tmp_path: Path) -> None:
@@ -449,3 +461,65 @@ def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path: Path) -> None:
     # Test images are index 0 of each class (value 1) and index 0 mod 5 of the rest.
     assert splits.test.images[:, 0, 0, 0].tolist() == [1, 1]
     assert sorted(set(splits.train.images[:, 0, 0, 0].tolist())) == [11, 21, 31, 41]
+
+
+def test_npz_with_val_keys_brings_its_own_validation_split(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    x_val = rng.integers(0, 256, (6, 4, 4), dtype=np.uint8)
+    np.savez(
+        tmp_path / "d.npz",
+        x=np.zeros((10, 4, 4), np.uint8),
+        y=np.arange(10) % 2,
+        x_val=x_val,
+        y_val=np.array([0, 1, 2, 0, 1, 2]),
+    )
+    splits = load_dataset(tmp_path / "d.npz")
+    assert splits.val is not None
+    assert torch.equal(splits.val.images[:, 0], torch.from_numpy(x_val))
+    assert splits.num_classes == 3  # a label only the validation split has still counts
+
+
+def test_npz_val_key_alone_is_refused(tmp_path: Path) -> None:
+    np.savez(
+        tmp_path / "d.npz",
+        x=np.zeros((4, 2, 2), np.uint8),
+        y=np.arange(4) % 2,
+        x_val=np.zeros((2, 2, 2), np.uint8),
+    )
+    with pytest.raises(DatasetError, match=r"'x_val' but not 'y_val'"):
+        load_dataset(tmp_path / "d.npz")
+
+
+def test_validation_holdout_comes_from_train_and_never_overlaps_test() -> None:
+    data = load_dataset("builtin:digits")
+    split = with_validation(data, fraction=0.1, seed=3)
+    assert split.val is not None
+    assert (len(split.val), len(split.train)) == (144, 1437 - 144)  # round(0.1 * 1437)
+
+    # Digits are distinct images per index; compare the raw pixels of each split.
+    def rows(images: torch.Tensor) -> set[bytes]:
+        return {image.numpy().tobytes() for image in images}
+
+    assert rows(split.val.images).isdisjoint(rows(split.train.images))
+    assert torch.equal(split.test.images, data.test.images)
+    again = with_validation(data, fraction=0.1, seed=3)
+    assert again.val is not None and torch.equal(again.val.images, split.val.images)
+    other = with_validation(data, fraction=0.1, seed=4)
+    assert other.val is not None and not torch.equal(other.val.images, split.val.images)
+
+
+@pytest.mark.parametrize(
+    ("train_size", "fraction", "expected"),
+    [(1437, 0.1, 144), (300, 0.1, 100), (120, 0.1, 60), (1_000_000, 0.1, 5000), (1437, 0.5, 718)],
+)
+def test_validation_holdout_size_is_clamped(
+    train_size: int, fraction: float, expected: int
+) -> None:
+    assert validation_holdout_size(train_size, fraction) == expected
+
+
+def test_uploaded_validation_split_is_kept() -> None:
+    data = load_dataset("builtin:digits")
+    own = data.test.subset(torch.arange(10))
+    given = replace(data, val=own)
+    assert with_validation(given, fraction=0.1, seed=0).val is own

@@ -15,10 +15,12 @@ from worker_harness import (
     torch_threads,
 )
 
+from core import catalog
 from core.jobs import SUCCEEDED
-from core.robust import ThreatModel
-from core.robust.data import DatasetSplits
+from core.robust import ThreatModel, load_model
+from core.robust.data import DatasetSplits, with_validation
 from core.robust.evaluation import evaluate
+from core.robust.measure import accuracy
 
 EPOCHS = 4
 
@@ -92,6 +94,35 @@ def test_manifest_records_seed_versions_and_hashes(
     stored = Path(embedded_service.context.store.path(output.storage_key)).read_bytes()
     assert manifest["output_model"] == {"id": output.id, "sha256": output.sha256}
     assert hashlib.sha256(stored).hexdigest() == output.sha256
+    # The split the best epoch was chosen on: 10% of digits' 1,437 training images, seeded.
+    assert manifest["dataset"]["validation"] == {
+        "source": "train_holdout", "size": 144, "fraction": 0.1, "seed": 0,
+    }  # fmt: skip
+    assert manifest["dataset"]["train_size"] == 1437 - 144
+
+
+def test_epochs_are_validated_on_a_holdout_from_train_not_on_test(
+    embedded_service: Service, start_worker: Callable[..., WorkerProcess], digits: DatasetSplits
+) -> None:
+    job_id = embedded_service.create_job(harden_config(epochs=2))
+    worker = start_worker(embedded_service.settings)
+
+    job = embedded_service.wait_for_job(job_id, statuses={SUCCEEDED}, workers=[worker])
+
+    assert job.metrics["validation"] == {"source": "train_holdout", "size": 144}
+    holdout = with_validation(digits, fraction=0.1, seed=0).val
+    assert holdout is not None
+    last = embedded_service.checkpoints(job_id)[-1]
+    weights = embedded_service.context.store.path(catalog.weights_key_beside(last.storage_key))
+    source = embedded_service.model
+    epoch_model = load_model(
+        weights, input_shape=(1, 8, 8), num_classes=10,
+        architecture=source.architecture, format=source.format,
+    )  # fmt: skip
+    with torch_threads(1):
+        on_holdout = accuracy(epoch_model, holdout, batch_size=256, device=torch.device("cpu"))
+        on_test = accuracy(epoch_model, digits.test, batch_size=256, device=torch.device("cpu"))
+    assert last.metrics["val_clean_accuracy"] == on_holdout, (on_holdout, on_test)
 
 
 def test_the_worker_parent_never_loads_torch(
