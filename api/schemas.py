@@ -190,6 +190,13 @@ class HyperparametersIn(Request):
     trades_beta: float = Field(FINETUNE_DEFAULTS["trades_beta"], ge=0, le=100)
     attack: Literal[ATTACKS] = FINETUNE_DEFAULTS["attack"]  # type: ignore[valid-type]
     epsilon_rampup_fraction: float = Field(FINETUNE_DEFAULTS["epsilon_rampup_fraction"], ge=0, le=1)
+    max_clean_drop: float = Field(
+        FINETUNE_DEFAULTS["max_clean_drop"],
+        ge=0,
+        le=1,
+        description="the best epoch keeps validation clean accuracy at least the uploaded "
+        "model's minus this; the verdict is clean_dropped when test clean accuracy fell more",
+    )
     validation_fraction: float = Field(
         VALIDATION_FRACTION,
         gt=0,

@@ -142,6 +142,8 @@ class EngineJob:
                 model=RESULT_MODEL,
                 after=AFTER_REPORT,
                 best_epoch=result.best_epoch,
+                reference_clean_accuracy=result.reference_clean_accuracy,
+                best_meets_clean_constraint=result.best_meets_clean_constraint,
             )
         )
 

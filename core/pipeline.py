@@ -460,6 +460,7 @@ class _JobRun:
                 include={"source", "size"}
             )
             metrics["epochs"] = [row.metrics for row in self._checkpoint_rows()]
+            metrics["best_epoch_choice"] = self._best_epoch_choice(finished)
             result_model = self._store_result_model(engine, finished.model, model_row)
         manifest = _manifest(self.job, model_row, finished, result_model, sandbox)
         try:
@@ -479,6 +480,27 @@ class _JobRun:
             if result_model is not None:
                 self.store.delete_prefix(catalog.model_prefix(result_model.id))
             raise
+
+    def _best_epoch_choice(self, finished: Finished) -> dict[str, Any]:
+        """How the best epoch was chosen; an event says so when no epoch kept clean accuracy."""
+        max_clean_drop = self.job.config["hyperparameters"].get("max_clean_drop")
+        choice = {
+            "reference_clean_accuracy": finished.reference_clean_accuracy,
+            "max_clean_drop": max_clean_drop,
+            "meets_clean_constraint": finished.best_meets_clean_constraint,
+        }
+        if finished.best_meets_clean_constraint is False:
+            self._update(
+                event=(
+                    "warning",
+                    f"no epoch kept validation clean accuracy within {max_clean_drop} of the "
+                    f"uploaded model's ({finished.reference_clean_accuracy}); handing back "
+                    f"epoch {finished.best_epoch}, the one with the highest validation clean "
+                    "accuracy (lower peak_lr, or raise max_clean_drop)",
+                    choice,
+                )
+            )
+        return choice
 
     def _store_result_model(self, engine: EngineChannel, name: str, source: Model) -> Model:
         """Store the hardened model's file; its row is added when the job succeeds."""

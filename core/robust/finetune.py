@@ -3,7 +3,9 @@
 After Jeddi et al. (arXiv 2012.13628): a few epochs of adversarial training under a
 *slow start, fast decay* learning rate. Each epoch ends with a validation (clean and PGD
 accuracy), a resumable checkpoint, and the `on_epoch` callback; the best epoch by validation
-robust accuracy is what the run returns (robust overfitting is real).
+robust accuracy, among those that kept validation clean accuracy within `max_clean_drop` of the
+starting model's, is what the run returns (robust overfitting is real, and a robust model that
+lost its clean accuracy is no improvement).
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class FinetuneConfig:
     epsilon_rampup_fraction: float = 0.3
     val_attack_steps: int = 10
     val_max_samples: int = 500
+    # The best epoch must keep validation clean accuracy >= the starting model's - this; when no
+    # epoch does, the one with the highest validation clean accuracy is returned instead.
+    max_clean_drop: float = 0.03
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -76,6 +81,8 @@ class FinetuneConfig:
             raise InvalidConfig(
                 f"epsilon_rampup_fraction must be in [0, 1], got {self.epsilon_rampup_fraction}"
             )
+        if not 0 <= self.max_clean_drop <= 1:
+            raise InvalidConfig(f"max_clean_drop must be in [0, 1], got {self.max_clean_drop}")
         if self.val_attack_steps < 1 or self.val_max_samples < 1:
             raise InvalidConfig("val_attack_steps and val_max_samples must be at least 1")
         self.schedule_config()  # validates the schedule's own knobs
@@ -110,6 +117,11 @@ class FinetuneResult:
     best_epoch: int
     history: list[EpochMetrics] = field(default_factory=list)
     stopped: bool = False  # should_stop() asked the run to end early
+    # The starting model's validation clean accuracy (None without a validation split), and
+    # whether the best epoch kept within max_clean_drop of it (False: no epoch did, and the
+    # one with the highest validation clean accuracy was returned).
+    reference_clean_accuracy: float | None = None
+    best_meets_clean_constraint: bool = True
 
     @property
     def best(self) -> EpochMetrics:
@@ -190,8 +202,12 @@ class _Run:
         self.epoch = 0
         self.history: list[EpochMetrics] = []
         self.best_epoch = 0
+        # The best epoch's rank: (kept clean accuracy, its validation robust accuracy) or, for
+        # an epoch that lost too much, (False, its validation clean accuracy).
+        self.best_meets_clean_constraint = False
         self.best_robust_accuracy = -1.0
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.reference_clean_accuracy: float | None = None
         self.gradient_passes = 0
         self.train_seconds = 0.0
 
@@ -222,6 +238,8 @@ class _Run:
             "best": {
                 "epoch": self.best_epoch,
                 "robust_accuracy": self.best_robust_accuracy,
+                "meets_clean_constraint": self.best_meets_clean_constraint,
+                "reference_clean_accuracy": self.reference_clean_accuracy,
                 "model": self.best_state,
             },
             "history": [asdict(metrics) for metrics in self.history],
@@ -251,6 +269,9 @@ class _Run:
         self.epoch, self.step = checkpoint["epoch"], checkpoint["step"]
         best = checkpoint["best"]
         self.best_epoch, self.best_robust_accuracy = best["epoch"], best["robust_accuracy"]
+        self.best_meets_clean_constraint = best.get("meets_clean_constraint", True)
+        # Taken from the checkpoint, never measured again: the weights have moved since.
+        self.reference_clean_accuracy = best.get("reference_clean_accuracy")
         self.best_state = best["model"]
         self.history = [EpochMetrics(**metrics) for metrics in checkpoint["history"]]
         self.gradient_passes = checkpoint["counters"]["gradient_passes"]
@@ -269,12 +290,16 @@ def adversarial_finetune(
     should_stop: Callable[[], bool] | None = None,
     resume: Checkpoint | None = None,
     device: str | torch.device | None = None,
+    reference_clean_accuracy: float | None = None,
 ) -> FinetuneResult:
     """Adversarially fine-tune a copy of `model` on `train` against `threat`.
 
     `on_epoch(metrics, checkpoint)` runs after every epoch; save the checkpoint there to be
     able to `resume` from it. `should_stop()` is asked before every batch; when it answers
     True the run ends early (result.stopped) with the best epoch so far.
+    With `val`, the best epoch is the highest validation robust accuracy among the epochs whose
+    validation clean accuracy is at least `reference_clean_accuracy` (default: the starting
+    model's, measured on the same validation subset) minus config.max_clean_drop.
     Raises TrainingDiverged when the loss becomes NaN or infinite.
     """
     config = config or FinetuneConfig()
@@ -289,6 +314,14 @@ def adversarial_finetune(
         val_subset = val.subset(
             evaluation_subset(val, max_samples=config.val_max_samples, seed=config.seed)
         )
+        if resume is None:
+            # A clean pass, no randomness drawn: a run measured so and one resumed (which reads
+            # the value from its checkpoint) stay bit-identical.
+            run.reference_clean_accuracy = (
+                reference_clean_accuracy
+                if reference_clean_accuracy is not None
+                else accuracy(run.model, val_subset, batch_size=256, device=target)
+            )
     stopped = False
     while run.epoch < config.epochs:
         training = _train_one_epoch(run, on_batch=on_batch, should_stop=should_stop)
@@ -303,7 +336,12 @@ def adversarial_finetune(
         run.model.load_state_dict(run.best_state)
     run.model.eval()
     return FinetuneResult(
-        model=run.model, best_epoch=run.best_epoch, history=run.history, stopped=stopped
+        model=run.model,
+        best_epoch=run.best_epoch,
+        history=run.history,
+        stopped=stopped,
+        reference_clean_accuracy=run.reference_clean_accuracy,
+        best_meets_clean_constraint=run.best_meets_clean_constraint,
     )
 
 
@@ -376,9 +414,10 @@ def _end_epoch(
     val_clean = val_robust = None
     if val_subset is not None:
         val_clean, val_robust = _validate(run, val_subset)
-    score = val_robust if val_robust is not None else float(run.epoch)
-    if score > run.best_robust_accuracy:
-        run.best_robust_accuracy, run.best_epoch = score, run.epoch
+    meets, score = _rank(run, val_clean, val_robust)
+    if (meets, score) > (run.best_meets_clean_constraint, run.best_robust_accuracy):
+        run.best_meets_clean_constraint, run.best_robust_accuracy = meets, score
+        run.best_epoch = run.epoch
         run.best_state = {
             name: value.detach().to("cpu", copy=True)
             for name, value in run.model.state_dict().items()
@@ -397,6 +436,19 @@ def _end_epoch(
     )
     run.history.append(metrics)
     return metrics
+
+
+def _rank(run: _Run, val_clean: float | None, val_robust: float | None) -> tuple[bool, float]:
+    """An epoch's place in the choice of the best: epochs that kept validation clean accuracy
+    within max_clean_drop of the start come first, by robust accuracy; the others after them,
+    by clean accuracy (the least damaged model). Without validation, the latest epoch wins."""
+    if val_clean is None or val_robust is None:
+        return True, float(run.epoch)
+    reference = run.reference_clean_accuracy
+    # The tolerance keeps an exact "drop == max_clean_drop" inside despite float rounding.
+    if reference is None or val_clean >= reference - run.config.max_clean_drop - 1e-9:
+        return True, val_robust
+    return False, val_clean
 
 
 def _validate(run: _Run, val_subset: ImageDataset) -> tuple[float, float]:

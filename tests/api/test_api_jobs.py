@@ -66,6 +66,8 @@ def test_job_is_created_with_defaults_filled_and_enqueued(
         ("hyperparameters", {"schedule": "bogus"}, "hyperparameters.schedule"),
         ("hyperparameters", {"epoch": 3}, "hyperparameters.epoch"),
         ("hyperparameters", {"validation_fraction": 0}, "hyperparameters.validation_fraction"),
+        ("hyperparameters", {"max_clean_drop": -0.1}, "hyperparameters.max_clean_drop"),
+        ("hyperparameters", {"max_clean_drop": 1.5}, "hyperparameters.max_clean_drop"),
         ("hyperparameters", {"validation_fraction": 0.6}, "hyperparameters.validation_fraction"),
         ("threat_model", {"norm": "linf", "epsilon": 1.5}, "threat_model.epsilon"),
         ("threat_model", {"norm": "l2", "epsilon": 101}, "threat_model.epsilon"),

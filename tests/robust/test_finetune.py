@@ -9,6 +9,7 @@ from core.robust.checkpoint import load_checkpoint, save_checkpoint
 from core.robust.errors import InvalidConfig, TrainingDiverged
 from core.robust.evaluation import evaluate
 from core.robust.finetune import FinetuneConfig, adversarial_finetune
+from core.robust.measure import accuracy
 from core.robust.threat import ThreatModel
 
 # At epsilon 0.2 a clean digits CNN keeps almost nothing under PGD (the benchmark's setting).
@@ -34,7 +35,15 @@ def test_finetuned_digits_model_gains_30_points_of_pgd_accuracy_and_keeps_clean_
     after = pgd20(result.model, digits)
     assert after.robust_accuracy >= before.robust_accuracy + 0.30
     assert after.clean_accuracy >= before.clean_accuracy - 0.03
-    assert result.best_epoch == max(result.history, key=lambda m: m.val_robust_accuracy).epoch
+    # The best epoch: the most robust of those that kept validation clean accuracy within
+    # max_clean_drop of the starting model's.
+    kept = [
+        m
+        for m in result.history
+        if m.val_clean_accuracy >= result.reference_clean_accuracy - 0.03 - 1e-9
+    ]
+    assert result.best_meets_clean_constraint and kept
+    assert result.best_epoch == max(kept, key=lambda m: m.val_robust_accuracy).epoch
 
 
 def _small_run_config() -> FinetuneConfig:
@@ -92,6 +101,9 @@ def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(pretrained_cnn, 
         m.val_robust_accuracy for m in full.history
     ]
     assert resumed.best_epoch == full.best_epoch
+    # The starting model's clean accuracy travels in the checkpoint, not re-measured.
+    assert resumed.reference_clean_accuracy == full.reference_clean_accuracy is not None
+    assert resumed.best_meets_clean_constraint == full.best_meets_clean_constraint
 
 
 def test_resume_with_another_config_is_refused(pretrained_cnn, digits):
@@ -209,6 +221,7 @@ def test_original_model_is_left_untouched(pretrained_cnn, digits):
         (dict(momentum=1.0), "momentum"),
         (dict(epsilon_rampup_fraction=2.0), "epsilon_rampup_fraction"),
         (dict(schedule="warm"), "schedule"),
+        (dict(max_clean_drop=1.5), "max_clean_drop"),
     ],
 )
 def test_bad_finetune_settings_are_refused_with_their_name(bad, named):
@@ -230,3 +243,52 @@ def test_checkpoint_file_with_a_code_payload_is_refused(tmp_path):
     with pytest.raises(InvalidConfig, match="not a readable"):
         load_checkpoint(path)
     assert not marker.exists()
+
+
+def _constrained_run(pretrained_cnn, digits, **kwargs):
+    # A holdout of train as the validation split, as a job has it.
+    return adversarial_finetune(
+        pretrained_cnn,
+        digits.train.subset(torch.arange(400)),
+        THREAT,
+        FinetuneConfig(epochs=4, batch_size=64, seed=3, peak_lr=0.1, val_max_samples=200),
+        val=digits.train.subset(torch.arange(1000, 1200)),
+        device="cpu",
+        **kwargs,
+    )
+
+
+def test_reference_clean_accuracy_is_the_starting_models_on_validation(pretrained_cnn, digits):
+    result = _constrained_run(pretrained_cnn, digits)
+    val = digits.train.subset(torch.arange(1000, 1200))
+    assert result.reference_clean_accuracy == accuracy(pretrained_cnn, val, device="cpu")
+
+
+def test_most_robust_epoch_with_a_clean_drop_beyond_the_limit_is_not_chosen(pretrained_cnn, digits):
+    free = _constrained_run(pretrained_cnn, digits, reference_clean_accuracy=0.0)
+    most_robust = max(free.history, key=lambda m: m.val_robust_accuracy)
+    cleanest = max(free.history, key=lambda m: m.val_clean_accuracy)
+    assert free.best_epoch == most_robust.epoch  # nothing excluded: robust accuracy decides
+    assert cleanest.val_clean_accuracy > most_robust.val_clean_accuracy, free.history
+    # A starting accuracy that puts the most robust epoch just past the 0.03 limit.
+    reference = (cleanest.val_clean_accuracy + most_robust.val_clean_accuracy) / 2 + 0.03
+
+    result = _constrained_run(pretrained_cnn, digits, reference_clean_accuracy=reference)
+
+    kept = [m for m in result.history if m.val_clean_accuracy >= reference - 0.03]
+    assert [m.val_robust_accuracy for m in result.history] == [
+        m.val_robust_accuracy for m in free.history
+    ]  # the constraint picks an epoch; it does not change training
+    assert result.best_epoch == max(kept, key=lambda m: m.val_robust_accuracy).epoch
+    assert result.best_epoch != most_robust.epoch and result.best_meets_clean_constraint
+    best_weights = result.model.state_dict()
+    assert any(
+        not torch.equal(value, free.model.state_dict()[name])
+        for name, value in best_weights.items()
+    )
+
+
+def test_when_no_epoch_keeps_clean_accuracy_the_cleanest_is_returned(pretrained_cnn, digits):
+    result = _constrained_run(pretrained_cnn, digits, reference_clean_accuracy=1.5)
+    assert not result.best_meets_clean_constraint
+    assert result.best_epoch == max(result.history, key=lambda m: m.val_clean_accuracy).epoch
