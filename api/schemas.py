@@ -21,6 +21,7 @@ from core.robust.modelio import FORMATS
 from core.robust.schedules import DECAYS, SCHEDULES
 from core.robust.threat import NORMS, ThreatModel
 from core.tables import Checkpoint, Dataset, Job, JobEvent, Model
+from core.verdict import VERDICTS
 
 T = TypeVar("T")
 
@@ -259,6 +260,11 @@ class JobMetrics(BaseModel):
     after: dict[str, Any] | None = None
     epochs: list[dict[str, Any]] = Field(default_factory=list)
     best_epoch: int | None = None
+    verdict: Literal[VERDICTS] | None = Field(  # type: ignore[valid-type]
+        None,
+        description="harden jobs that succeeded: improved (test robust accuracy up by more than "
+        "its noise, clean accuracy within max_clean_drop), clean_dropped or not_improved",
+    )
     validation: dict[str, Any] | None = Field(
         None,
         description='harden jobs: the split the best epoch was chosen on, {"source": '
@@ -311,6 +317,7 @@ class JobOut(BaseModel):
                 after=metrics.get("after"),
                 epochs=metrics.get("epochs") or [],
                 best_epoch=metrics.get("best_epoch"),
+                verdict=metrics.get("verdict"),
                 validation=metrics.get("validation"),
             ),
             result_model_id=job.result_model_id,

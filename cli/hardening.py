@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cli.jobs import follow, show_outcome
+from cli.jobs import exit_unless_improved, follow, show_outcome
 from cli.models import (
     ArchitectureOption,
     FormatOption,
@@ -164,6 +164,24 @@ def harden(
             rich_help_panel=TRAINING,
         ),
     ] = None,
+    max_clean_drop: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            max=1,
+            help="The most clean accuracy may fall: the best epoch keeps validation clean "
+            "accuracy within it, and the verdict is clean_dropped past it (default 0.03).",
+            rich_help_panel=TRAINING,
+        ),
+    ] = None,
+    validation_fraction: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of the training images held out to choose the best epoch on, unless "
+            "the dataset brings its own validation split (default 0.1).",
+            rich_help_panel=TRAINING,
+        ),
+    ] = None,
     eval_steps: EvalStepsOption = None,
     eval_epsilons: EvalEpsilonsOption = None,
     max_samples: MaxSamplesOption = None,
@@ -188,7 +206,9 @@ def harden(
 ) -> None:
     """Harden a model: adversarial fine-tuning with a slow start, fast decay schedule.
 
-    Options left out get the service's defaults (the paper's). Exit code 1 if the job fails.
+    Options left out get the service's defaults (the paper's). Exit code 1 if the job fails;
+    with --watch or --output, exit code 3 if it succeeded but its verdict is not `improved`
+    (clean_dropped or not_improved: the model handed back is no better).
     """
     upload = UploadOptions(name, input_shape, num_classes, architecture, mean, std, model_format)
     err = stderr_console()
@@ -209,6 +229,8 @@ def harden(
                 trades_beta=trades_beta,
                 attack=attack,
                 epsilon_rampup_fraction=epsilon_rampup,
+                max_clean_drop=max_clean_drop,
+                validation_fraction=validation_fraction,
             ),
             evaluation=EvaluationOptions(
                 attack_steps=eval_steps,
@@ -230,6 +252,7 @@ def harden(
         if output is not None and job.result_model_id:
             download_with_bar(client, job.result_model_id, output, err)
             typer.echo(f"Saved the hardened model to {output}")
+    exit_unless_improved(job)
 
 
 def evaluate(

@@ -49,6 +49,9 @@ def show_outcome(job: Job, console: Console) -> None:
     for warning in job_warnings(job):
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     if job.status == "succeeded":
+        if job.verdict is not None:
+            color = "green" if job.verdict == "improved" else "red"
+            console.print(f"Verdict: [{color}]{job.verdict}[/]", highlight=False)
         if job.result_model_id:
             console.print(f"Hardened model: {job.result_model_id}", highlight=False)
         return
@@ -110,10 +113,30 @@ def show(
 
 @jobs_app.command("watch")
 def watch(ctx: typer.Context, job_id: JobIdArgument) -> None:
-    """Follow a job live until it ends, then show its results (exit 1 if it failed)."""
+    """Follow a job live until it ends, then show its results (exit 1 if it failed; exit 3 if a
+    harden job succeeded but its verdict is not `improved`)."""
     with connected(ctx) as client:
         job = follow(client, job_id, stderr_console(), live=True)
     show_outcome(job, stdout_console())
+    exit_unless_improved(job)
+
+
+# A harden job that ran to its end but whose model is no better (see core.verdict): neither
+# success (0) nor failure (1), so that scripts can tell the three apart.
+NOT_IMPROVED_EXIT_CODE = 3
+
+
+def exit_unless_improved(job: Job) -> None:
+    """Exit with code 3 (after saying why on stderr) if `job` is a succeeded harden job whose
+    verdict is not `improved`."""
+    if job.kind != "harden" or job.status != "succeeded" or job.verdict == "improved":
+        return
+    typer.echo(
+        f"verdict: {job.verdict or 'unknown'}: the hardened model {job.result_model_id} is no "
+        "better than the uploaded one (see `robustify jobs show` and its report)",
+        err=True,
+    )
+    raise typer.Exit(code=NOT_IMPROVED_EXIT_CODE)
 
 
 @jobs_app.command("cancel")

@@ -48,6 +48,7 @@ from core.logs import job_context
 from core.sandbox import Sandbox, gpu_devices, sandbox_from_settings
 from core.storage import ArtifactStore
 from core.tables import Checkpoint, Dataset, Job, Model
+from core.verdict import DEFAULT_MAX_CLEAN_DROP, harden_verdict
 
 log = logging.getLogger(__name__)
 
@@ -461,6 +462,14 @@ class _JobRun:
             )
             metrics["epochs"] = [row.metrics for row in self._checkpoint_rows()]
             metrics["best_epoch_choice"] = self._best_epoch_choice(finished)
+            metrics["verdict"] = harden_verdict(
+                metrics["before"],
+                metrics["after"],
+                max_clean_drop=float(
+                    self.job.config["hyperparameters"].get("max_clean_drop")
+                    or DEFAULT_MAX_CLEAN_DROP
+                ),
+            )
             result_model = self._store_result_model(engine, finished.model, model_row)
         manifest = _manifest(self.job, model_row, finished, result_model, sandbox)
         try:

@@ -74,7 +74,8 @@ def render_report(
     sections = [
         _summary(job, model_name, generated_at or datetime.now(UTC)),
         _state(job, history),
-        _warnings(before, after),
+        _verdict(metrics),
+        _warnings(before, after, verdict=metrics.get("verdict")),
         _comparison(before, after),
         _training(history, job, metrics.get("best_epoch")),
         _by_epsilon(before, after),
@@ -99,8 +100,11 @@ def _summary(job: JobLike, model_name: str | None, generated_at: datetime) -> st
     model = escape(job.model_id or "(deleted)")
     if model_name:
         model = f"{escape(model_name)} <code>{model}</code>"
+    verdict = (job.metrics or {}).get("verdict")
+    # A succeeded job whose model is no better is not shown in success's green.
+    status_class = _css_word(job.status) if verdict in (None, "improved") else "degraded"
     rows = [
-        ("status", f'<span class="status {_css_word(job.status)}">{escape(job.status)}</span>'),
+        ("status", f'<span class="status {status_class}">{escape(job.status)}</span>'),
         ("kind", escape(job.kind)),
         ("model", model),
         ("dataset", escape(job.dataset)),
@@ -109,11 +113,21 @@ def _summary(job: JobLike, model_name: str | None, generated_at: datetime) -> st
     ]
     if job.result_model_id:
         rows.append(("hardened model", f"<code>{escape(job.result_model_id)}</code>"))
+    if verdict is not None:
+        rows.append(("verdict", f"<strong>{escape(str(verdict))}</strong>"))
     best = (job.metrics or {}).get("best_epoch")
     if best is not None:
-        rows.append(
-            ("model handed back", f"epoch {escape(str(best))} (best validation robust accuracy)")
+        choice = (job.metrics or {}).get("best_epoch_choice") or {}
+        why = (
+            "no epoch kept validation clean accuracy within max_clean_drop: the cleanest one"
+            if choice.get("meets_clean_constraint") is False
+            else "best validation robust accuracy among the epochs that kept clean accuracy"
         )
+        rows.append(("model handed back", f"epoch {escape(str(best))} ({why})"))
+    validation = (job.metrics or {}).get("validation")
+    if isinstance(validation, Mapping):
+        source = "held out of train" if validation.get("source") == "train_holdout" else "uploaded"
+        rows.append(("validation split", f"{escape(str(validation.get('size')))} images, {source}"))
     return (
         f'<header><h1>Robustness report</h1><p class="job-id"><code>{escape(job.id)}</code>'
         f" &middot; generated {_time(generated_at)}</p></header>\n"
@@ -151,7 +165,45 @@ def _state(job: JobLike, history: list[Mapping[str, Any]]) -> str:
     return ""
 
 
-def _warnings(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str:
+_VERDICT_BOXES = {
+    "improved": (
+        "ok",
+        "Verdict: improved",
+        "Test robust accuracy rose by more than its noise (the two 95% Wilson intervals' "
+        "half-widths together) and clean accuracy stayed within max_clean_drop.",
+    ),
+    "clean_dropped": (
+        "error",
+        "Verdict: clean accuracy dropped",
+        "Test clean accuracy fell by more than max_clean_drop: the model handed back is worse "
+        "on clean images than the uploaded one. Lower peak_lr, or train for fewer epochs.",
+    ),
+    "not_improved": (
+        "warning",
+        "Verdict: not improved",
+        "Test robust accuracy did not rise beyond its noise: the model handed back is no more "
+        "robust than the uploaded one, as far as this evaluation can tell.",
+    ),
+}
+
+
+def _verdict(metrics: Mapping[str, Any]) -> str:
+    verdict = metrics.get("verdict")
+    if verdict not in _VERDICT_BOXES:
+        return ""
+    kind, title, text = _VERDICT_BOXES[verdict]
+    return (
+        f'<section id="verdict" class="box {kind}"><h2>{escape(title)}</h2>'
+        f"<p>{escape(text)}</p></section>"
+    )
+
+
+def _warnings(
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
+    *,
+    verdict: str | None = None,
+) -> str:
     failed = [
         (label, check)
         for label, report in (("before", before), ("after", after))
@@ -161,9 +213,12 @@ def _warnings(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None)
     ]
     if not failed:
         if before or after:
+            # Green only over a model that improved: passing checks say the numbers can be
+            # trusted, not that they are good.
+            kind = "ok" if verdict in (None, "improved") else "note"
             return (
-                '<section id="warnings" class="box ok"><h2>Sanity checks</h2><p>Every sanity '
-                "check of the evaluation passed: no sign of gradient masking.</p></section>"
+                f'<section id="warnings" class="box {kind}"><h2>Sanity checks</h2><p>Every '
+                "sanity check of the evaluation passed: no sign of gradient masking.</p></section>"
             )
         return ""
     items = "".join(
@@ -530,6 +585,7 @@ figure.plot { margin: 8px 0; } figure.plot svg { max-width: 100%; height: auto; 
 .status { padding: 1px 8px; border-radius: 10px; background: #eaeef2; font-weight: 600; }
 .status.succeeded { background: #dafbe1; } .status.failed { background: #ffebe9; }
 .status.running { background: #ddf4ff; } .status.cancelled { background: #fff8c5; }
+.status.degraded { background: #ffebe9; }
 .up { color: #1a7f37; } .down { color: #cf222e; } .muted, .same { color: var(--muted); }
 td.failed { color: #9a6700; } td.passed strong { color: #1a7f37; }
 """

@@ -309,7 +309,18 @@ function renderJob(job) {
     ["created", when(job.created_at)],
     ["finished", when(job.finished_at)],
   ];
-  $("job-facts").replaceChildren(...facts.flatMap(([name, value]) => [el("dt", {}, name), el("dd", {}, value)]));
+  const metrics = job.metrics || {};
+  // The verdict of a harden job (improved, clean_dropped, not_improved): "succeeded" alone
+  // would also be said of a model that came back worse.
+  if (metrics.verdict) facts.push(["verdict", metrics.verdict]);
+  if (metrics.validation) {
+    const source = metrics.validation.source === "uploaded" ? "uploaded" : "held out of train";
+    facts.push(["validation", `${metrics.validation.size} images, ${source}`]);
+  }
+  $("job-facts").replaceChildren(...facts.flatMap(([name, value]) => [
+    el("dt", {}, name),
+    name === "verdict" ? el("dd", { id: "job-verdict", class: `verdict ${value}` }, value) : el("dd", {}, value),
+  ]));
 
   const progress = job.progress || {};
   const fraction = job.status === "succeeded" ? 1 : Math.max(0, Math.min(1, progress.fraction || 0));

@@ -209,6 +209,9 @@ class Job:
     after: Evaluation | None
     epochs: list[EpochRecord]
     best_epoch: int | None
+    # harden jobs that succeeded: "improved", "clean_dropped" or "not_improved" (else None)
+    verdict: str | None
+    validation: dict[str, Any] | None  # {"source": "train_holdout" | "uploaded", "size": N}
     result_model_id: str | None
     error: JobError | None
     manifest: dict[str, Any]
@@ -242,6 +245,8 @@ class Job:
             after=Evaluation.from_json(metrics["after"]) if metrics.get("after") else None,
             epochs=[EpochRecord.from_json(each) for each in metrics.get("epochs") or []],
             best_epoch=metrics.get("best_epoch"),
+            verdict=metrics.get("verdict"),
+            validation=metrics.get("validation"),
             result_model_id=data.get("result_model_id"),
             error=JobError(str(error.get("code", "")), str(error.get("message", "")))
             if error
@@ -334,6 +339,8 @@ class Hyperparameters:
     trades_beta: float | None = None
     attack: str | None = None  # pgd, or fgsm (fast mode)
     epsilon_rampup_fraction: float | None = None
+    max_clean_drop: float | None = None  # the most validation/test clean accuracy may fall
+    validation_fraction: float | None = None  # share of train held out to pick the best epoch
 
     def to_json(self) -> dict[str, Any]:
         return _set_fields(self)

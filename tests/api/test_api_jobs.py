@@ -40,7 +40,8 @@ def test_job_is_created_with_defaults_filled_and_enqueued(
     assert job["threat_model"]["epsilon"] == ThreatModel().epsilon
     assert job["evaluation"]["max_samples"] == jobconfig.EvaluationSettings().max_samples
     assert job["metrics"] == {
-        "before": None, "after": None, "epochs": [], "best_epoch": None, "validation": None,
+        "before": None, "after": None, "epochs": [], "best_epoch": None, "verdict": None,
+        "validation": None,
     }  # fmt: skip
     with context.sessions() as session:
         stored = session.get(Job, job["id"])

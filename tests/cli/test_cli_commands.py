@@ -43,9 +43,12 @@ def hardened(
     completed = running_service.run(
         "harden", str(digits_model_file), *DIGITS_UPLOAD_OPTIONS,
         "--epsilon", "0.2", "--steps", "7", "--epochs", "4", "--batch-size", "64",
-        "--eval-steps", "10", "--max-samples", "200", "--seed", "0",
-        "--watch", "--output", str(output),
+        "--peak-lr", "0.05", "--eval-steps", "10", "--max-samples", "200", "--seed", "0",
+        "--max-clean-drop", "0.06", "--watch", "--output", str(output),
     )  # fmt: skip
+    # This 4-epoch run gains ~45 points of PGD accuracy for ~4.5 points of clean accuracy on
+    # the 200 test images: past the default max_clean_drop of 0.03 (the verdict would be
+    # clean_dropped, exit 3), so this test of the success path allows 0.06.
     return completed, output
 
 
@@ -94,6 +97,7 @@ def test_harden_watch_output_saves_a_more_robust_model(
     assert "epoch  4  loss" in completed.stderr
     assert "PGD-10 (eps 0.2)" in completed.stdout
     assert f"Saved the hardened model to {output}" in completed.stdout
+    assert "Verdict: improved" in completed.stdout  # and so the exit code 0
     model = load_model(
         output, input_shape=(1, 8, 8), num_classes=10, architecture="builtin:digits_cnn"
     )
@@ -145,6 +149,25 @@ def test_jobs_cancel_stops_a_running_job(
     assert f"error: job {job_id} was cancelled" in watched.stderr
     with running_service.client() as client:
         assert client.get_job(job_id).status == "cancelled"
+
+
+def test_an_absurd_peak_lr_does_not_end_improved_and_exits_3(
+    running_service: RunningService, digits_model_file: Path
+) -> None:
+    completed = running_service.run(
+        "harden", str(digits_model_file), *DIGITS_UPLOAD_OPTIONS,
+        "--epsilon", "0.2", "--steps", "3", "--epochs", "2", "--peak-lr", "10",
+        "--eval-steps", "5", "--max-samples", "100", "--watch",
+    )  # fmt: skip
+
+    assert completed.returncode == 3, output_of(completed)
+    job_id = queued_job_id(completed)
+    with running_service.client() as client:
+        job = client.get_job(job_id)
+    assert job.status == "succeeded" and job.verdict in ("clean_dropped", "not_improved")
+    assert f"verdict: {job.verdict}" in completed.stderr
+    watched = running_service.run("jobs", "watch", job_id)  # the ended job: shown, exit 3 again
+    assert watched.returncode == 3, output_of(watched)
 
 
 def test_a_failed_job_exits_1_after_printing_its_error(

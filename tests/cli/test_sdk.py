@@ -176,6 +176,8 @@ def test_wait_follows_a_job_to_its_end_with_each_event_once(
     job, events, updates = followed_job
     assert job.status == "succeeded", job.error
     assert job.before is not None and job.after is not None and job.result_model_id
+    assert job.verdict in ("improved", "clean_dropped", "not_improved")
+    assert job.validation == {"source": "train_holdout", "size": 144}
     assert [event.id for event in events] == sorted({event.id for event in events})
     types = [event.type for event in events]
     assert types[0] == "queued" and types[-1] == "succeeded"

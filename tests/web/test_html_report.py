@@ -185,3 +185,28 @@ def test_failed_sanity_check_is_shown_as_a_gradient_masking_warning(owner: Owner
     assert before["checks"][2]["name"] in warnings
     assert "PGD: &lt;0.9&gt;, FGSM: 0.5" in warnings
     assert "FAILED" in html
+
+
+def section(html: str, section_id: str) -> str:
+    start = html.index(f'id="{section_id}"')
+    return html[html.rfind("<section", 0, start) : html.index("</section>", start)]
+
+
+@pytest.mark.parametrize(
+    ("verdict", "box"),
+    [("improved", "ok"), ("clean_dropped", "error"), ("not_improved", "warning")],
+)
+def test_banner_shows_the_verdict_and_is_green_only_over_an_improved_model(
+    owner: Owner, verdict: str, box: str
+):
+    job = owner.run(owner.create_job(kind="evaluate"))
+    metrics = {**job.metrics, "after": job.metrics["before"], "verdict": verdict}
+
+    html = render_report(job_view(job, kind="harden", metrics=metrics))
+
+    assert f'class="box {box}"' in section(html, "verdict")
+    sanity = section(html, "warnings")
+    assert "Every sanity check" in sanity
+    assert ("box ok" in sanity) == (verdict == "improved")
+    assert ('class="status succeeded"' in html) == (verdict == "improved")
+    assert "box ok" not in html.replace(section(html, "verdict"), "") or verdict == "improved"

@@ -33,15 +33,17 @@ def run_here(service: Service, job_id: str) -> None:
     )
 
 
-def store_npz_dataset(service: Service, digits: DatasetSplits) -> str:
-    """The digits images as an uploaded .npz (no test split of its own), registered."""
+def store_npz_dataset(
+    service: Service, digits: DatasetSplits, *, arrays: dict[str, np.ndarray] | None = None
+) -> str:
+    """The digits images as an uploaded .npz (by default no test split of its own), registered."""
     images = np.concatenate([digits.train.tensors()[0].numpy(), digits.test.tensors()[0].numpy()])
     labels = np.concatenate([digits.train.tensors()[1].numpy(), digits.test.tensors()[1].numpy()])
     dataset_id = new_id("ds")
     key = f"datasets/{dataset_id}/data.npz"
     with tempfile.TemporaryDirectory() as folder:
         local = Path(folder) / "data.npz"
-        np.savez(local, x=images, y=labels)
+        np.savez(local, **(arrays or {"x": images, "y": labels}))
         stored = service.context.store.put_file(key, local)
     with transaction(service.context.sessions) as session:
         session.add(
@@ -74,7 +76,35 @@ def test_job_on_an_uploaded_dataset_reads_it_in_its_job_folder(
 
     job = service.job(job_id)
     assert job.status == SUCCEEDED, job.error
-    assert job.manifest["dataset"] == {"name": dataset_id, "train_size": 1437, "test_size": 360}
+    # Trained on what is left once 10% of train (144 images) is held out for validation.
+    assert job.manifest["dataset"] == {
+        "name": dataset_id, "train_size": 1437 - 144, "test_size": 360,
+        "validation": {"source": "train_holdout", "size": 144, "fraction": 0.1, "seed": 0},
+    }  # fmt: skip
+
+
+def test_an_npz_with_its_own_validation_split_is_validated_on_it(
+    embedded_service: Service, digits: DatasetSplits
+) -> None:
+    service = embedded_service
+    images, labels = (array.numpy() for array in digits.train.tensors())
+    dataset_id = store_npz_dataset(
+        service,
+        digits,
+        arrays={
+            "x": images[150:], "y": labels[150:], "x_val": images[:150], "y_val": labels[:150],
+            "x_test": digits.test.tensors()[0].numpy(), "y_test": digits.test.tensors()[1].numpy(),
+        },
+    )  # fmt: skip
+    job_id = service.create_job(harden_config(epochs=1), dataset=dataset_id, enqueue=False)
+
+    run_here(service, job_id)
+
+    job = service.job(job_id)
+    assert job.status == SUCCEEDED, job.error
+    assert job.metrics["validation"] == {"source": "uploaded", "size": 150}
+    assert job.manifest["dataset"]["train_size"] == 1437 - 150  # nothing more held out
+    assert job.metrics["verdict"] in ("improved", "clean_dropped", "not_improved")
 
 
 def test_torchvision_builtin_is_refused_by_name_in_the_sandbox(
