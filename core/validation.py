@@ -342,7 +342,12 @@ def _run_in_child(
     if request["kind"] == "model":
         from core.robust.modelio import detect_format  # reads the zip's names, runs nothing
 
-        limits.sandbox.check_may_run(detect_format(file))
+        try:
+            detected = detect_format(file)
+        except ModelLoadError as exc:
+            exc.field = "file"  # type: ignore[attr-defined]  # as the child reports it
+            raise
+        limits.sandbox.check_may_run(detected)
     checker = _pool.take(limits.sandbox)
     try:
         if not checker.wait_ready():
