@@ -124,7 +124,7 @@ class Finished(_Strict):
     after: FileName | None = None  # its evaluation report
     best_epoch: Annotated[int, Field(ge=1, le=1000)] | None = None
     # The uploaded model's validation clean accuracy, and whether the best epoch kept within
-    # max_clean_drop of it (False: no epoch did; the cleanest one was handed back).
+    # max_clean_drop of it (False: no epoch did; the most robust one was handed back).
     reference_clean_accuracy: Fraction | None = None
     best_meets_clean_constraint: bool | None = None
 

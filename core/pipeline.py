@@ -504,8 +504,9 @@ class _JobRun:
                     "warning",
                     f"no epoch kept validation clean accuracy within {max_clean_drop} of the "
                     f"uploaded model's ({finished.reference_clean_accuracy}); handing back "
-                    f"epoch {finished.best_epoch}, the one with the highest validation clean "
-                    "accuracy (lower peak_lr, or raise max_clean_drop)",
+                    f"epoch {finished.best_epoch}, the one with the highest validation robust "
+                    "accuracy; the verdict tells whether test clean accuracy held (lower "
+                    "peak_lr, or raise max_clean_drop)",
                     choice,
                 )
             )

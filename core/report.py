@@ -119,7 +119,7 @@ def _summary(job: JobLike, model_name: str | None, generated_at: datetime) -> st
     if best is not None:
         choice = (job.metrics or {}).get("best_epoch_choice") or {}
         why = (
-            "no epoch kept validation clean accuracy within max_clean_drop: the cleanest one"
+            "no epoch kept validation clean accuracy within max_clean_drop: the most robust one"
             if choice.get("meets_clean_constraint") is False
             else "best validation robust accuracy among the epochs that kept clean accuracy"
         )
