@@ -9,11 +9,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import torch
 from torch import nn
 from worker_harness import (
@@ -27,8 +25,6 @@ from worker_harness import (
 from core.config import Settings
 from core.jobs import FAILED, SUCCEEDED
 from core.pipeline import run_job
-
-needs_bubblewrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
 
 
 class FileWriter(nn.Module):
@@ -104,7 +100,6 @@ def stored_bytes(service: Service) -> bytes:
     return b"".join(path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file())
 
 
-@needs_bubblewrap
 def test_crafted_torchscript_models_reach_no_file_outside_their_job_folder(
     tmp_path: Path,
     embedded_settings: Settings,
@@ -166,7 +161,6 @@ def test_crafted_torchscript_models_reach_no_file_outside_their_job_folder(
     assert worker.popen.poll() is None
 
 
-@needs_bubblewrap
 def test_engine_over_its_memory_limit_fails_the_job_with_out_of_memory(
     embedded_settings: Settings,
     make_service: Callable[[Settings], Service],
@@ -228,7 +222,6 @@ class Chatterbox(nn.Module):
         return self.fc(x.flatten(1))
 
 
-@needs_bubblewrap
 def test_what_a_model_prints_never_passes_for_an_engine_message(
     embedded_settings: Settings,
     make_service: Callable[[Settings], Service],
