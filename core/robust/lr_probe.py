@@ -1,0 +1,142 @@
+"""The automatic peak learning rate: which rates a probe tries, what it may spend, which wins.
+
+A fine-tuning run whose `peak_lr` is None starts with a probe (core.robust.finetune runs it):
+every candidate rate fine-tunes a copy of the starting model for the same few steps, on the
+same batches and attack noise (a paired comparison), under the run's own schedule shape
+compressed to those steps; each is then scored on a fixed subset of the validation split. The
+most robust candidate among those that kept validation clean accuracy within max_clean_drop of
+the starting model's wins; candidates within one standard error of its robust accuracy count
+as tied, and the lowest rate among them is taken (a short probe flatters high rates: their
+damage to clean accuracy grows with the steps the probe does not take). When no candidate kept
+the clean accuracy, the cleanest one wins.
+
+The grid is scaled to the batch size by the linear scaling rule (Goyal et al.): a batch of 256
+tries twice the rates of a batch of 128. It spans 100x because the right rate differs that much
+between families: an 8x8 digits CNN without normalization layers fine-tunes best near 0.1, a
+BatchNorm resnet18 near 0.01 (benchmarks/zoo.py).
+
+What the probe spends is counted in the engine's unit, forward+backward passes over a batch,
+and bounded by PROBE_BUDGET_FRACTION of the run's training; a run too short to give each
+candidate MIN_STEPS steps within it spends MIN_STEPS anyway, and says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+# Rates at batch size REFERENCE_BATCH_SIZE; the grid is these times batch_size / that.
+BASE_RATES = (0.002, 0.006, 0.02, 0.06, 0.2)
+REFERENCE_BATCH_SIZE = 128
+PROBE_BUDGET_FRACTION = 0.1
+MIN_STEPS = 4
+MAX_STEPS = 200  # past this the ranking does not change; the rest of the budget is not spent
+EVAL_SAMPLES = 256  # validation images each candidate is scored on
+EVAL_ATTACK_STEPS = 5
+# Without a validation split there is nothing to score candidates on: this rate is used.
+FALLBACK_BASE_RATE = 0.02
+
+
+def candidate_rates(batch_size: int) -> list[float]:
+    scale = batch_size / REFERENCE_BATCH_SIZE
+    return [rate * scale for rate in BASE_RATES]
+
+
+def fallback_rate(batch_size: int) -> float:
+    return FALLBACK_BASE_RATE * batch_size / REFERENCE_BATCH_SIZE
+
+
+@dataclass(frozen=True)
+class ProbePlan:
+    """How long each candidate trains, and what that costs against the training budget."""
+
+    rates: list[float]
+    steps: int  # training steps per candidate
+    eval_samples: int
+    eval_attack_steps: int
+    passes_per_step: int  # forward+backward batch passes of one training step
+    training_passes: int  # of the run the probe serves
+    probe_passes: int  # of the whole probe, scoring included
+
+    @property
+    def budget_fraction(self) -> float:
+        return self.probe_passes / self.training_passes if self.training_passes else math.inf
+
+    @property
+    def over_budget(self) -> bool:
+        return self.budget_fraction > PROBE_BUDGET_FRACTION + 1e-9
+
+
+def plan_probe(
+    *,
+    batch_size: int,
+    training_steps: int,
+    passes_per_step: int,
+    val_size: int,
+    val_attack_steps: int,
+) -> ProbePlan:
+    """The probe that fits in PROBE_BUDGET_FRACTION of a run of `training_steps` steps."""
+    rates = candidate_rates(batch_size)
+    eval_samples = min(val_size, EVAL_SAMPLES)
+    eval_steps = min(val_attack_steps, EVAL_ATTACK_STEPS)
+    # Scoring one candidate: a clean pass and the attack's steps, over eval_samples images.
+    eval_passes = math.ceil(eval_samples * (eval_steps + 1) / batch_size)
+    training_passes = training_steps * passes_per_step
+    per_candidate = PROBE_BUDGET_FRACTION * training_passes / len(rates) - eval_passes
+    steps = min(MAX_STEPS, max(MIN_STEPS, math.floor(per_candidate / passes_per_step)))
+    probe_passes = len(rates) * (steps * passes_per_step + eval_passes)
+    return ProbePlan(
+        rates=rates,
+        steps=steps,
+        eval_samples=eval_samples,
+        eval_attack_steps=eval_steps,
+        passes_per_step=passes_per_step,
+        training_passes=training_passes,
+        probe_passes=probe_passes,
+    )
+
+
+@dataclass(frozen=True)
+class ProbeTrial:
+    lr: float
+    val_clean_accuracy: float
+    val_robust_accuracy: float
+    kept_clean: bool  # within max_clean_drop of the starting model's clean accuracy
+    diverged: bool = False  # the loss became NaN or infinite: scored as zero
+
+
+@dataclass(frozen=True)
+class LrProbe:
+    """What the probe tried, what it chose and why, and what it cost."""
+
+    chosen_lr: float
+    reason: str
+    trials: list[ProbeTrial] = field(default_factory=list)
+    steps_per_trial: int = 0
+    eval_samples: int = 0
+    gradient_passes: int = 0
+    budget_fraction: float = 0.0  # of the run's training passes
+    seconds: float = 0.0
+    reference_clean_accuracy: float | None = None
+
+
+def choose_rate(trials: Sequence[ProbeTrial], *, eval_samples: int) -> tuple[float, str]:
+    """The winning rate among scored trials, and a sentence saying why it won."""
+    kept = [trial for trial in trials if trial.kept_clean and not trial.diverged]
+    if not kept:
+        alive = [trial for trial in trials if not trial.diverged] or list(trials)
+        cleanest = max(alive, key=lambda trial: (trial.val_clean_accuracy, -trial.lr))
+        return cleanest.lr, (
+            "no rate kept validation clean accuracy within max_clean_drop in the probe; "
+            f"{cleanest.lr:.3g} lost the least"
+        )
+    best = max(trial.val_robust_accuracy for trial in kept)
+    # One standard error of a proportion measured on eval_samples images.
+    noise = math.sqrt(max(best * (1 - best), 0.01) / max(eval_samples, 1))
+    tied = [trial for trial in kept if trial.val_robust_accuracy >= best - noise]
+    chosen = min(tied, key=lambda trial: trial.lr)
+    return chosen.lr, (
+        f"the lowest rate within one standard error ({noise:.3f}) of the most robust "
+        f"({best:.3f}) among {len(kept)} of {len(trials)} rates that kept clean accuracy"
+    )
