@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.robust.augment import Augment
 from core.robust.data import ImageDataset
 from core.robust.measure import default_device
 from core.robust.modelio import copy_model
@@ -23,8 +24,14 @@ def train_clean(
     weight_decay: float = 5e-4,
     seed: int = 0,
     device: str | torch.device | None = None,
+    augment: Augment | None = None,
 ) -> nn.Module:
-    """A trained copy of `model`: SGD with momentum under a cosine schedule, on clean images."""
+    """A trained copy of `model`: SGD with momentum under a cosine schedule, on clean images.
+
+    `augment(batch, generator)` (e.g. `core.robust.augment.random_crop_flip`) transforms each
+    training batch; its generator is seeded from `seed`, apart from the data order's, so the
+    run stays fixed by its seed. Without it the batches are used as they are.
+    """
     target = torch.device(device) if device is not None else default_device()
     torch.manual_seed(seed)
     model = copy_model(model).to(target).train()
@@ -32,12 +39,17 @@ def train_clean(
     steps_per_epoch = -(-len(train) // batch_size)
     schedule = cosine(peak_lr=lr, total_steps=epochs * steps_per_epoch)
     order = torch.Generator().manual_seed(seed)
+    # Its own stream: turning augmentation on leaves the data order (and the init) unchanged.
+    augment_generator = torch.Generator().manual_seed(seed + 1)
     step = 0
     for _ in range(epochs):
         for x, labels in train.batches(batch_size, generator=order):
             for group in optimizer.param_groups:
                 group["lr"] = schedule(step)
-            loss = F.cross_entropy(model(x.to(target)), labels.to(target))
+            x = x.to(target)
+            if augment is not None:
+                x = augment(x, augment_generator)
+            loss = F.cross_entropy(model(x), labels.to(target))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
