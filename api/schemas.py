@@ -180,7 +180,12 @@ class HyperparametersIn(Request):
     batch_size: int = Field(FINETUNE_DEFAULTS["batch_size"], ge=1, le=4096)
     schedule: Literal[SCHEDULES] = FINETUNE_DEFAULTS["schedule"]  # type: ignore[valid-type]
     peak_lr: float | None = Field(
-        None, gt=0, le=10, description=f"null: {FINETUNE_DEFAULTS['peak_lr']}"
+        None,
+        gt=0,
+        le=10,
+        description="null: chosen by a short probe before training (each rate of a grid "
+        "scaled to the batch size tried for a few steps and scored on the validation split; "
+        "about 10% of the training's cost, more on very short runs)",
     )
     warmup_fraction: float = Field(FINETUNE_DEFAULTS["warmup_fraction"], ge=0, lt=1)
     decay: Literal[DECAYS] = FINETUNE_DEFAULTS["decay"]  # type: ignore[valid-type]
@@ -197,6 +202,12 @@ class HyperparametersIn(Request):
         le=1,
         description="the best epoch keeps validation clean accuracy at least the uploaded "
         "model's minus this; the verdict is clean_dropped when test clean accuracy fell more",
+    )
+    guards: bool = Field(
+        FINETUNE_DEFAULTS["guards"],
+        description="step back to the best weights at a lower rate when the training loss "
+        "climbs far above its early level or validation clean accuracy collapses; stop early "
+        "after two such steps back",
     )
     validation_fraction: float = Field(
         VALIDATION_FRACTION,
@@ -241,12 +252,9 @@ class JobCreate(Request):
 
     def normalized_config(self) -> dict[str, Any]:
         """The config as stored and read by core.jobconfig: every default filled in."""
-        hyperparameters = self.hyperparameters.model_dump()
-        if hyperparameters["peak_lr"] is None:
-            hyperparameters["peak_lr"] = FINETUNE_DEFAULTS["peak_lr"]
         return {
             "threat_model": self.threat_model.model_dump(),
-            "hyperparameters": hyperparameters,
+            "hyperparameters": self.hyperparameters.model_dump(),
             "evaluation": self.evaluation.model_dump(),
             "seed": self.seed,
         }

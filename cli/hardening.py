@@ -128,7 +128,12 @@ def harden(
     ] = None,
     peak_lr: Annotated[
         float | None,
-        typer.Option(min=0, help="Peak learning rate (default 0.2).", rich_help_panel=TRAINING),
+        typer.Option(
+            min=0,
+            help="Peak learning rate (default: chosen by a short probe before training, about "
+            "10% of its cost).",
+            rich_help_panel=TRAINING,
+        ),
     ] = None,
     schedule: Annotated[
         str | None,
@@ -182,6 +187,15 @@ def harden(
             rich_help_panel=TRAINING,
         ),
     ] = None,
+    guards: Annotated[
+        bool | None,
+        typer.Option(
+            "--guards/--no-guards",
+            help="Step back at a lower rate when the loss climbs or clean accuracy collapses, "
+            "and stop early after two steps back (default on).",
+            rich_help_panel=TRAINING,
+        ),
+    ] = None,
     eval_steps: EvalStepsOption = None,
     eval_epsilons: EvalEpsilonsOption = None,
     max_samples: MaxSamplesOption = None,
@@ -231,6 +245,7 @@ def harden(
                 epsilon_rampup_fraction=epsilon_rampup,
                 max_clean_drop=max_clean_drop,
                 validation_fraction=validation_fraction,
+                guards=guards,
             ),
             evaluation=EvaluationOptions(
                 attack_steps=eval_steps,

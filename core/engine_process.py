@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import sys
@@ -32,7 +33,10 @@ from core.engine_protocol import (
     Failed,
     FailureCode,
     Finished,
+    GuardReport,
     PhaseStarted,
+    ProbeBatch,
+    ProbeReport,
     Reply,
     Stopped,
     ValidationFacts,
@@ -119,7 +123,8 @@ class EngineJob:
 
         config = finetune_config(self.request["config"])
         resume = load_checkpoint(RESUME_FILE) if self.request["resume"] else None
-        self.channel.ask(PhaseStarted(phase="training"))
+        probing = config.peak_lr is None and resume is None
+        self.channel.ask(PhaseStarted(phase="probing_lr" if probing else "training"))
         result = adversarial_finetune(
             model,
             data.train,
@@ -130,6 +135,8 @@ class EngineJob:
             device=self.device,
             on_epoch=lambda metrics, checkpoint: self._save_epoch(model, metrics, checkpoint),
             on_batch=self._batch_done,
+            on_probe_batch=self._probe_batch,
+            on_decision=self._decision,
         )
         self.channel.ask(PhaseStarted(phase="evaluating_after"))
         after = self._evaluate(result.model, data, threat, evaluation)
@@ -144,8 +151,29 @@ class EngineJob:
                 best_epoch=result.best_epoch,
                 reference_clean_accuracy=result.reference_clean_accuracy,
                 best_meets_clean_constraint=result.best_meets_clean_constraint,
+                peak_lr=result.peak_lr,
+                stopped_early=result.stopped_early,
             )
         )
+
+    def _probe_batch(self, candidate: int, candidates: int, step: int, steps: int) -> None:
+        self.channel.ask(
+            ProbeBatch(candidate=candidate, candidates=candidates, step=step, steps=steps)
+        )
+
+    def _decision(self, decision: Any) -> None:
+        """The probe's choice (then training starts) or a guard's step back, for the worker."""
+        from core.robust.lr_probe import LrProbe
+
+        values = asdict(decision)
+        if isinstance(decision, LrProbe):
+            self.channel.ask(ProbeReport(**{**values, "reason": values["reason"][:500]}))
+            self.channel.ask(PhaseStarted(phase="training"))
+            return
+        for name in ("value", "threshold"):
+            if not math.isfinite(values[name]):
+                values[name] = None
+        self.channel.ask(GuardReport(**{**values, "message": values["message"][:500]}))
 
     def _batch_done(self, epoch: int, step: int, steps: int, loss: float) -> None:
         # The worker answers from the job's cancel flag: a "stop" ends the run before the next

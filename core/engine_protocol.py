@@ -38,7 +38,7 @@ FailureCode = Literal[
     "out_of_memory",
     "internal_error",
 ]
-Phase = Literal["evaluating_before", "training", "evaluating_after"]
+Phase = Literal["evaluating_before", "probing_lr", "training", "evaluating_after"]
 
 
 class _Strict(BaseModel):
@@ -107,6 +107,54 @@ class BatchDone(_Strict):
     loss: float
 
 
+class ProbeBatch(_Strict):
+    """A batch of the learning-rate probe: candidate rate `candidate` of `candidates`."""
+
+    type: Literal["probe_batch"] = "probe_batch"
+    candidate: Annotated[int, Field(ge=1, le=20)]
+    candidates: Annotated[int, Field(ge=1, le=20)]
+    step: Annotated[int, Field(ge=1)]
+    steps: Annotated[int, Field(ge=1)]
+
+
+class ProbeTrialReport(_Strict):
+    lr: Annotated[float, Field(gt=0.0, le=1e3)]
+    val_clean_accuracy: Fraction
+    val_robust_accuracy: Fraction
+    kept_clean: bool
+    diverged: bool
+
+
+class ProbeReport(_Strict):
+    """core.robust.lr_probe's LrProbe: the rates tried, the one chosen and what it cost."""
+
+    type: Literal["lr_probe"] = "lr_probe"
+    chosen_lr: Annotated[float, Field(gt=0.0, le=1e3)]
+    reason: Annotated[str, Field(max_length=500)]
+    trials: Annotated[list[ProbeTrialReport], Field(max_length=20)]
+    steps_per_trial: Annotated[int, Field(ge=0)]
+    eval_samples: Annotated[int, Field(ge=0)]
+    gradient_passes: Annotated[int, Field(ge=0)]
+    budget_fraction: Annotated[float, Field(ge=0.0, le=1e6)]
+    seconds: Seconds
+    reference_clean_accuracy: Fraction | None
+
+
+class GuardReport(_Strict):
+    """core.robust.guards' GuardDecision: a step back, or the early stop."""
+
+    type: Literal["guard"] = "guard"
+    epoch: Annotated[int, Field(ge=0, le=1000)]
+    step: Annotated[int, Field(ge=0)]
+    reason: Literal["loss_spike", "loss_not_finite", "clean_collapse"]
+    action: Literal["stepped_back", "stopped"]
+    value: float | None  # None: the loss was NaN or infinite
+    threshold: float | None
+    lr_scale: Annotated[float, Field(gt=0.0, le=1.0)]
+    restored_epoch: Annotated[int, Field(ge=0, le=1000)]
+    message: Annotated[str, Field(max_length=500)]
+
+
 class EpochDone(_Strict):
     """An epoch's resumable checkpoint and its weights as a model file, to be stored."""
 
@@ -122,11 +170,14 @@ class Finished(_Strict):
     dataset: DatasetFacts
     model: FileName | None = None  # the hardened model (harden jobs)
     after: FileName | None = None  # its evaluation report
-    best_epoch: Annotated[int, Field(ge=1, le=1000)] | None = None
+    # 0: every epoch collapsed and the guards handed back the uploaded weights.
+    best_epoch: Annotated[int, Field(ge=0, le=1000)] | None = None
     # The uploaded model's validation clean accuracy, and whether the best epoch kept within
     # max_clean_drop of it (False: no epoch did; the most robust one was handed back).
     reference_clean_accuracy: Fraction | None = None
     best_meets_clean_constraint: bool | None = None
+    peak_lr: Annotated[float, Field(gt=0.0, le=1e3)] | None = None  # the rate trained at
+    stopped_early: bool = False  # the guards ended training before its last epoch
 
 
 class Stopped(_Strict):
@@ -139,10 +190,10 @@ class Failed(_Strict):
     message: Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
 
 
-Question = PhaseStarted | Evaluated | BatchDone | EpochDone
+Question = PhaseStarted | Evaluated | BatchDone | ProbeBatch | ProbeReport | GuardReport | EpochDone
 Ending = Finished | Stopped | Failed
 ChildMessage = Annotated[
-    PhaseStarted | Evaluated | BatchDone | EpochDone | Finished | Stopped | Failed,
+    Question | Ending,
     Field(discriminator="type"),
 ]
 CHILD_MESSAGE: TypeAdapter[ChildMessage] = TypeAdapter(ChildMessage)

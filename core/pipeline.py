@@ -39,7 +39,10 @@ from core.engine_protocol import (
     Failed,
     Finished,
     Fraction,
+    GuardReport,
     PhaseStarted,
+    ProbeBatch,
+    ProbeReport,
     Stopped,
 )
 from core.errors import Conflict, DatasetError, ModelLoadError, StorageFull
@@ -231,6 +234,12 @@ class _JobRun:
                 self._store_before(engine, message)
             elif isinstance(message, BatchDone):
                 self._batch_progress(message)
+            elif isinstance(message, ProbeBatch):
+                self._probe_progress(message)
+            elif isinstance(message, ProbeReport):
+                self._store_probe(message)
+            elif isinstance(message, GuardReport):
+                self._store_guard(message)
             elif isinstance(message, EpochDone):
                 self._save_epoch(engine, message)
             elif isinstance(message, Finished):
@@ -358,6 +367,31 @@ class _JobRun:
             event=("evaluated", "evaluated the uploaded model", _summary(report)),
         )
 
+    def _store_probe(self, message: ProbeReport) -> None:
+        probe = message.model_dump(exclude={"type"})
+        rates = ", ".join(f"{trial.lr:.3g}" for trial in message.trials)
+        self._update(
+            metrics={**self.job.metrics, "lr_probe": probe},
+            event=(
+                "lr_probe",
+                f"learning-rate probe: peak_lr {message.chosen_lr:.3g} of {rates or 'none'} "
+                f"({message.reason}); it cost {message.gradient_passes} batch passes, "
+                f"{message.budget_fraction:.0%} of the training's, in {message.seconds:.1f} s",
+                probe,
+            ),
+        )
+
+    def _store_guard(self, message: GuardReport) -> None:
+        decision = message.model_dump(exclude={"type"})
+        # A resumed attempt takes again the decisions made after its checkpoint: kept once.
+        seen = {(d["epoch"], d["step"], d["reason"]) for d in self.job.metrics.get("guards", [])}
+        if (message.epoch, message.step, message.reason) in seen:
+            return
+        self._update(
+            metrics={**self.job.metrics, "guards": [*self.job.metrics.get("guards", []), decision]},
+            event=("guard", f"guard: {message.message}", decision),
+        )
+
     def _report(self, engine: EngineChannel, name: str) -> dict[str, Any]:
         report = engine.read_json(name)
         try:
@@ -442,8 +476,8 @@ class _JobRun:
                 finished.model is None
                 or finished.after is None
                 or finished.best_epoch is None
-                or self.epochs_done != self.epochs
-                or finished.best_epoch > self.epochs
+                or not (self.epochs_done == self.epochs or finished.stopped_early)
+                or finished.best_epoch > self.epochs_done
             ):
                 raise EngineFailure(
                     "engine_protocol_error",
@@ -452,6 +486,8 @@ class _JobRun:
                 )
             metrics["after"] = self._report(engine, finished.after)
             metrics["best_epoch"] = finished.best_epoch
+            metrics["peak_lr"] = finished.peak_lr
+            metrics["stopped_early"] = finished.stopped_early
             if finished.dataset.validation is None:
                 raise EngineFailure(
                     "engine_protocol_error",
@@ -559,6 +595,23 @@ class _JobRun:
         }
         if message.step == steps:
             self._flush_progress(force=True)
+
+    def _probe_progress(self, message: ProbeBatch) -> None:
+        if self.epochs_done or message.candidate > message.candidates:
+            raise EngineFailure(
+                "engine_protocol_error", "the job's engine probed the learning rate mid-training"
+            )
+        done = ((message.candidate - 1) * message.steps + message.step) / (
+            message.candidates * message.steps
+        )
+        self.pending_progress = {
+            "phase": "probing_lr",
+            "candidate": message.candidate,
+            "candidates": message.candidates,
+            "step": message.step,
+            "steps": message.steps,
+            "fraction": round(min(done, 1.0), 4),
+        }
 
     def _flush_progress(self, *, force: bool = False) -> None:
         """Write the latest batch's progress at most once a second, and at the latest a second

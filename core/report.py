@@ -78,6 +78,8 @@ def render_report(
         _warnings(before, after, verdict=metrics.get("verdict")),
         _comparison(before, after),
         _training(history, job, metrics.get("best_epoch")),
+        _learning_rate(metrics),
+        _guards(metrics),
         _by_epsilon(before, after),
         _checks(before, after),
         _settings(job.config or {}),
@@ -123,7 +125,13 @@ def _summary(job: JobLike, model_name: str | None, generated_at: datetime) -> st
             if choice.get("meets_clean_constraint") is False
             else "best validation robust accuracy among the epochs that kept clean accuracy"
         )
+        if best == 0:
+            why = "every epoch collapsed: the guards handed back the uploaded weights"
         rows.append(("model handed back", f"epoch {escape(str(best))} ({why})"))
+    peak_lr = (job.metrics or {}).get("peak_lr")
+    if isinstance(peak_lr, int | float):
+        how = "chosen by the probe" if (job.metrics or {}).get("lr_probe") else "as asked"
+        rows.append(("peak learning rate", f"{_number(peak_lr)} ({how})"))
     validation = (job.metrics or {}).get("validation")
     if isinstance(validation, Mapping):
         source = "held out of train" if validation.get("source") == "train_holdout" else "uploaded"
@@ -317,6 +325,60 @@ def _training(history: list[Mapping[str, Any]], job: JobLike, best_epoch: int | 
         + "</figcaption></figure>"
         f'<table class="numbers"><thead>{head}</thead><tbody>{"".join(lines)}</tbody></table>'
         "</section>"
+    )
+
+
+def _learning_rate(metrics: Mapping[str, Any]) -> str:
+    """The learning-rate probe: each rate tried, the one chosen, why, and what it cost."""
+    probe = metrics.get("lr_probe")
+    if not isinstance(probe, Mapping):
+        return ""
+    trials = [trial for trial in probe.get("trials") or [] if isinstance(trial, Mapping)]
+    chosen = probe.get("chosen_lr")
+    lines = []
+    for trial in trials:
+        marker = ' class="best"' if trial.get("lr") == chosen else ""
+        kept = "diverged" if trial.get("diverged") else ("yes" if trial.get("kept_clean") else "no")
+        lines.append(
+            f"<tr{marker}><td>{_number(trial.get('lr'))}</td>"
+            f"<td>{_percent(trial.get('val_clean_accuracy'))}</td>"
+            f"<td>{_percent(trial.get('val_robust_accuracy'))}</td><td>{kept}</td></tr>"
+        )
+    table = (
+        '<table class="numbers"><thead><tr><th>peak rate</th><th>val clean</th>'
+        "<th>val robust</th><th>kept clean accuracy</th></tr></thead>"
+        f"<tbody>{''.join(lines)}</tbody></table>"
+        if lines
+        else ""
+    )
+    cost = (
+        f"Each rate trained {escape(str(probe.get('steps_per_trial')))} steps from the uploaded "
+        f"weights and was scored on {escape(str(probe.get('eval_samples')))} validation images; "
+        f"the probe cost {escape(str(probe.get('gradient_passes')))} batch passes, "
+        f"{_percent(probe.get('budget_fraction'))} of the training's, in "
+        f"{_seconds(probe.get('seconds'))} s."
+    )
+    return (
+        '<section id="learning-rate"><h2>Learning-rate probe</h2>'
+        f"<p>Peak learning rate <strong>{_number(chosen)}</strong>: "
+        f"{escape(str(probe.get('reason', '')))}.</p>{table}<p>{cost}</p></section>"
+    )
+
+
+def _guards(metrics: Mapping[str, Any]) -> str:
+    """The guards' decisions while training (a step back, or the early stop)."""
+    decisions = [d for d in metrics.get("guards") or [] if isinstance(d, Mapping)]
+    if not decisions:
+        return ""
+    items = "".join(
+        f"<li>epoch {escape(str(d.get('epoch')))}, step {escape(str(d.get('step')))}: "
+        f"{escape(str(d.get('message', '')))}</li>"
+        for d in decisions
+    )
+    stopped = "<p>The guards stopped training early.</p>" if metrics.get("stopped_early") else ""
+    return (
+        '<section id="guards" class="box warning"><h2>Guards while training</h2>'
+        f"<ul>{items}</ul>{stopped}</section>"
     )
 
 

@@ -329,7 +329,7 @@ class Hyperparameters:
     epochs: int | None = None
     batch_size: int | None = None
     schedule: str | None = None  # slow_start_fast_decay, constant, piecewise, cosine, one_cycle
-    peak_lr: float | None = None
+    peak_lr: float | None = None  # None: chosen by the service's learning-rate probe
     warmup_fraction: float | None = None
     decay: str | None = None
     decay_gamma: float | None = None
@@ -341,6 +341,7 @@ class Hyperparameters:
     epsilon_rampup_fraction: float | None = None
     max_clean_drop: float | None = None  # the most validation/test clean accuracy may fall
     validation_fraction: float | None = None  # share of train held out to pick the best epoch
+    guards: bool | None = None  # step back from a climbing loss or a collapsed clean accuracy
 
     def to_json(self) -> dict[str, Any]:
         return _set_fields(self)

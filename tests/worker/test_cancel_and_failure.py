@@ -125,7 +125,10 @@ def test_diverging_job_fails_with_a_clear_error_and_keeps_its_checkpoints(
     service = embedded_service
     # Within the API's bounds: the weight decay, stepped at a rate that warms up to 10, makes
     # the weights grow without bound from the second epoch on (epoch 1 still ends finite).
-    diverging = harden_config(epochs=4, peak_lr=10.0, warmup_fraction=0.8, weight_decay=0.03)
+    # Unguarded: with the guards on the run would step back and stop early instead.
+    diverging = harden_config(
+        epochs=4, peak_lr=10.0, warmup_fraction=0.8, weight_decay=0.03, guards=False
+    )
     job_id = service.create_job(diverging)
     worker = start_worker(service.settings)
 
