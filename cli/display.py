@@ -25,6 +25,7 @@ from cli.sdk import Dataset, Evaluation, Event, Job, Model, ProgressCallback
 PHASES = {
     "queued": "queued",
     "evaluating_before": "evaluating the model",
+    "probing_lr": "choosing the learning rate",
     "training": "fine-tuning",
     "evaluating_after": "evaluating the result",
     "done": "done",
@@ -130,6 +131,9 @@ class JobWatcher:
                 f"PGD {percent(event.data.get('robust_accuracy'))}",
                 highlight=False,
             )
+        elif event.type in ("lr_probe", "guard", "warning"):
+            style = "yellow" if event.type != "lr_probe" else ""
+            self.progress.console.print(Text(f"   {event.message}", style=style))
         elif event.type == "started":
             self.progress.console.print(f"   started ({event.message})", highlight=False)
 
@@ -260,6 +264,11 @@ def job_details(job: Job, *, report_url: str) -> Table:
         rows.append(
             ("progress", f"{_progress_cell(job)}, ETA {duration(job.progress.eta_seconds)}")
         )
+    if job.peak_lr is not None:
+        how = "chosen by the probe" if job.lr_probe else "as asked"
+        rows.append(("peak lr", f"{job.peak_lr:.3g} ({how})"))
+    for decision in job.guards:
+        rows.append(("guard", Text(str(decision.get("message", "")), style="yellow")))
     if job.best_epoch is not None:
         rows.append(("best epoch", str(job.best_epoch)))
     if job.result_model_id:

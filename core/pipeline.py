@@ -720,6 +720,9 @@ def _manifest(
             "test_size": finished.dataset.test_size,
             "validation": _validation_manifest(finished),
         },
+        # The rate trained at, which a config with peak_lr null leaves to the probe: passing it
+        # as peak_lr reproduces the run without probing.
+        "peak_lr": finished.peak_lr,
         "input_model": {"id": model_row.id, "sha256": model_row.sha256, "format": model_row.format},
         "output_model": None
         if result_model is None

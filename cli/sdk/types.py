@@ -212,6 +212,9 @@ class Job:
     # harden jobs that succeeded: "improved", "clean_dropped" or "not_improved" (else None)
     verdict: str | None
     validation: dict[str, Any] | None  # {"source": "train_holdout" | "uploaded", "size": N}
+    peak_lr: float | None  # the rate trained at: the one asked for, or the probe's choice
+    lr_probe: dict[str, Any] | None  # the probe's rates, scores, choice and cost (None: asked)
+    guards: list[dict[str, Any]]  # the guards' decisions while training (a step back, a stop)
     result_model_id: str | None
     error: JobError | None
     manifest: dict[str, Any]
@@ -247,6 +250,9 @@ class Job:
             best_epoch=metrics.get("best_epoch"),
             verdict=metrics.get("verdict"),
             validation=metrics.get("validation"),
+            peak_lr=metrics.get("peak_lr"),
+            lr_probe=metrics.get("lr_probe"),
+            guards=list(metrics.get("guards") or []),
             result_model_id=data.get("result_model_id"),
             error=JobError(str(error.get("code", "")), str(error.get("message", "")))
             if error

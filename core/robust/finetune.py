@@ -443,6 +443,9 @@ def adversarial_finetune(
             working, train, val_subset, threat, config, device=target, on_batch=on_probe_batch
         )
         peak_lr = probe.chosen_lr
+        # The probe's runs drew from the global generator (dropout): the run starts as one
+        # given peak_lr=probe.chosen_lr would, so that rate reproduces it.
+        torch.manual_seed(config.seed)
         if on_decision is not None:
             on_decision(probe)
     run = _Run(working, train, threat, config, target, peak_lr=peak_lr, start_state=start_state)

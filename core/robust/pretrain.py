@@ -25,8 +25,10 @@ def train_clean(
     seed: int = 0,
     device: str | torch.device | None = None,
     augment: Augment | None = None,
+    optimizer: str = "sgd",
 ) -> nn.Module:
-    """A trained copy of `model`: SGD with momentum under a cosine schedule, on clean images.
+    """A trained copy of `model`: SGD with momentum (or, `optimizer="adamw"`, AdamW: what
+    vision transformers train with) under a cosine schedule, on clean images.
 
     `augment(batch, generator)` (e.g. `core.robust.augment.random_crop_flip`) transforms each
     training batch; its generator is seeded from `seed`, apart from the data order's, so the
@@ -35,7 +37,13 @@ def train_clean(
     target = torch.device(device) if device is not None else default_device()
     torch.manual_seed(seed)
     model = copy_model(model).to(target).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    if optimizer not in ("sgd", "adamw"):
+        raise ValueError(f"optimizer must be sgd or adamw, got {optimizer!r}")
+    step_rule: torch.optim.Optimizer = (
+        torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+        if optimizer == "sgd"
+        else torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    )
     steps_per_epoch = -(-len(train) // batch_size)
     schedule = cosine(peak_lr=lr, total_steps=epochs * steps_per_epoch)
     order = torch.Generator().manual_seed(seed)
@@ -44,14 +52,14 @@ def train_clean(
     step = 0
     for _ in range(epochs):
         for x, labels in train.batches(batch_size, generator=order):
-            for group in optimizer.param_groups:
+            for group in step_rule.param_groups:
                 group["lr"] = schedule(step)
             x = x.to(target)
             if augment is not None:
                 x = augment(x, augment_generator)
             loss = F.cross_entropy(model(x), labels.to(target))
-            optimizer.zero_grad(set_to_none=True)
+            step_rule.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            step_rule.step()
             step += 1
     return model.eval()

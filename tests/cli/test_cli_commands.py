@@ -267,3 +267,35 @@ def test_jobs_report_saves_the_html(
     assert completed.returncode == 0, output_of(completed)
     html = destination.read_text()
     assert "<html" in html.lower() and job_id in html
+
+
+def test_a_timm_model_round_trips_through_upload_harden_and_download(
+    running_service: RunningService, tmp_path: Path
+) -> None:
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    # A LayerNorm ConvNeXt as its user built it (timm's test-sized one: seconds on a CPU).
+    net = timm.create_model("test_convnext", pretrained=False, num_classes=10).eval()
+    uploaded, output = tmp_path / "convnext.pt", tmp_path / "convnext-robust.pt"
+    torch.save(net.state_dict(), uploaded)
+
+    completed = running_service.run(
+        "harden", str(uploaded), "--architecture", "timm:test_convnext",
+        "--input-shape", "3,32,32", "--num-classes", "10", "--dataset", "builtin:digits32",
+        "--epsilon", str(8 / 255), "--steps", "2", "--epochs", "1",
+        "--peak-lr", "0.01", "--no-guards", "--eval-steps", "2", "--max-samples", "50",
+        "--output", str(output),
+    )  # fmt: skip
+
+    # An untrained net gains nothing (exit 3: not improved; no guards, which would hand back
+    # the upload itself were its epoch to fall below chance); the file must still come back.
+    assert completed.returncode in (0, 3), output_of(completed)
+    assert f"Saved the hardened model to {output}" in completed.stdout, output_of(completed)
+    again = timm.create_model("test_convnext", pretrained=False, num_classes=10).eval()
+    again.load_state_dict(torch.load(output, weights_only=True), strict=True)
+    changed = [
+        name
+        for name, value in again.state_dict().items()
+        if value.is_floating_point() and not torch.equal(value, net.state_dict()[name])
+    ]
+    assert changed  # fine-tuned, not the upload handed back

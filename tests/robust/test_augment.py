@@ -90,6 +90,4 @@ def test_train_clean_applies_the_augmentation() -> None:
     assert any(
         not torch.equal(a, b) for a, b in zip(plain.state_dict().values(), weights, strict=True)
     )
-    assert all(
-        torch.equal(a, b) for a, b in zip(again.state_dict().values(), weights, strict=True)
-    )
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), weights, strict=True))
