@@ -529,6 +529,8 @@ class _JobRun:
     def _best_epoch_choice(self, finished: Finished) -> dict[str, Any]:
         """How the best epoch was chosen; an event says so when no epoch kept clean accuracy."""
         max_clean_drop = self.job.config["hyperparameters"].get("max_clean_drop")
+        if max_clean_drop is None:  # a config stored before it existed: the engine's default
+            max_clean_drop = DEFAULT_MAX_CLEAN_DROP
         choice = {
             "reference_clean_accuracy": finished.reference_clean_accuracy,
             "max_clean_drop": max_clean_drop,

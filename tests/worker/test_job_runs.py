@@ -57,7 +57,9 @@ def test_job_succeeds_and_the_hardened_model_resists_pgd_better(
 def test_events_come_in_order_and_each_epoch_once(
     embedded_service: Service, start_worker: Callable[..., WorkerProcess]
 ) -> None:
-    job_id = embedded_service.create_job(harden_config(epochs=EPOCHS))
+    # A clean-accuracy allowance that this run keeps, so that no best-epoch warning comes in
+    # between (the holdout flatters the uploaded model: 100% there).
+    job_id = embedded_service.create_job(harden_config(epochs=EPOCHS, max_clean_drop=0.1))
     worker = start_worker(embedded_service.settings)
 
     embedded_service.wait_for_job(job_id, statuses={SUCCEEDED}, workers=[worker])
