@@ -501,10 +501,7 @@ class _JobRun:
             metrics["verdict"] = harden_verdict(
                 metrics["before"],
                 metrics["after"],
-                max_clean_drop=float(
-                    self.job.config["hyperparameters"].get("max_clean_drop")
-                    or DEFAULT_MAX_CLEAN_DROP
-                ),
+                max_clean_drop=self._max_clean_drop(),
             )
             result_model = self._store_result_model(engine, finished.model, model_row)
         manifest = _manifest(self.job, model_row, finished, result_model, sandbox)
@@ -526,11 +523,14 @@ class _JobRun:
                 self.store.delete_prefix(catalog.model_prefix(result_model.id))
             raise
 
+    def _max_clean_drop(self) -> float:
+        """The job's max_clean_drop; a config stored before it existed: the engine's default."""
+        value = self.job.config["hyperparameters"].get("max_clean_drop")
+        return DEFAULT_MAX_CLEAN_DROP if value is None else float(value)
+
     def _best_epoch_choice(self, finished: Finished) -> dict[str, Any]:
         """How the best epoch was chosen; an event says so when no epoch kept clean accuracy."""
-        max_clean_drop = self.job.config["hyperparameters"].get("max_clean_drop")
-        if max_clean_drop is None:  # a config stored before it existed: the engine's default
-            max_clean_drop = DEFAULT_MAX_CLEAN_DROP
+        max_clean_drop = self._max_clean_drop()
         choice = {
             "reference_clean_accuracy": finished.reference_clean_accuracy,
             "max_clean_drop": max_clean_drop,

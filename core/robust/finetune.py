@@ -608,7 +608,6 @@ def _probe_trial(
     """One candidate: the run's schedule shape over the probe's steps, then scored."""
     epochs = max(1, math.ceil(plan.steps * config.batch_size / max(len(batches), 1)))
     trial_config = replace(config, epochs=epochs, peak_lr=rate, guards=False, seed=config.seed + 3)
-    eval_passes = math.ceil(len(scored) * (plan.eval_attack_steps + 1) / config.batch_size)
     try:
         result = adversarial_finetune(
             model, batches, threat, trial_config, device=device, on_batch=on_batch
@@ -631,9 +630,9 @@ def _probe_trial(
         lr=rate,
         val_clean_accuracy=clean,
         val_robust_accuracy=robust,
-        kept_clean=clean >= reference - config.max_clean_drop - 1e-9,
+        kept_clean=_kept_clean(clean, reference, config.max_clean_drop),
     )
-    return trial, result.history[-1].gradient_passes + eval_passes
+    return trial, result.history[-1].gradient_passes + plan.eval_passes
 
 
 @dataclass(frozen=True)
@@ -783,12 +782,17 @@ def _rank(run: _Run, val_clean: float | None, val_robust: float | None) -> tuple
     reference = run.reference_clean_accuracy
     if reference is None:
         return KEPT, val_robust
-    # The tolerance keeps an exact "drop == max_clean_drop" inside despite float rounding.
-    if val_clean >= reference - run.config.max_clean_drop - 1e-9:
+    if _kept_clean(val_clean, reference, run.config.max_clean_drop):
         return KEPT, val_robust
     if run.config.guards and val_clean < run.guard.collapse_threshold(reference):
         return COLLAPSED, val_robust
     return LOST, val_robust
+
+
+def _kept_clean(clean: float, reference: float, max_clean_drop: float) -> bool:
+    """Clean accuracy within max_clean_drop of the reference; the tolerance keeps an exact
+    "drop == max_clean_drop" inside despite float rounding."""
+    return clean >= reference - max_clean_drop - 1e-9
 
 
 def _clean_and_robust(
@@ -806,9 +810,8 @@ def _clean_and_robust(
     def attack(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return pgd(model, x, labels, threat, generator=generator)
 
-    with eval_mode(model):
-        clean = accuracy(model, subset, batch_size=batch_size, device=device)
-        robust = accuracy(model, subset, attack, batch_size=batch_size, device=device)
+    clean = accuracy(model, subset, batch_size=batch_size, device=device)
+    robust = accuracy(model, subset, attack, batch_size=batch_size, device=device)
     return clean, robust
 
 

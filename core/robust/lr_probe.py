@@ -60,6 +60,7 @@ class ProbePlan:
     steps: int  # training steps per candidate
     eval_samples: int
     eval_attack_steps: int
+    eval_passes: int  # batch passes of scoring one candidate (a clean pass and the attack)
     passes_per_step: int  # forward+backward batch passes of one training step
     training_passes: int  # of the run the probe serves
     probe_passes: int  # of the whole probe, scoring included
@@ -96,6 +97,7 @@ def plan_probe(
         steps=steps,
         eval_samples=eval_samples,
         eval_attack_steps=eval_steps,
+        eval_passes=eval_passes,
         passes_per_step=passes_per_step,
         training_passes=training_passes,
         probe_passes=probe_passes,
