@@ -262,8 +262,6 @@ def test_jobs_report_saves_the_html(
 
     completed = running_service.run("jobs", "report", job_id, "-o", str(destination))
 
-    if completed.returncode == 1 and "no such endpoint" in completed.stderr:
-        pytest.skip("GET /v1/jobs/{id}/report is not there yet")
     assert completed.returncode == 0, output_of(completed)
     html = destination.read_text()
     assert "<html" in html.lower() and job_id in html

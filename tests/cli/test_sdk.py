@@ -221,11 +221,6 @@ def test_job_is_listed_and_its_report_is_html(
     with running_service.client() as client:
         succeeded = [each.id for each in client.list_jobs(status="succeeded")]
         queued = [each.id for each in client.list_jobs(status="queued")]
-        try:
-            html = client.report_html(job.id)
-        except ApiError as exc:
-            if exc.message.startswith("no such endpoint"):
-                pytest.skip("GET /v1/jobs/{id}/report is not there yet")
-            raise
+        html = client.report_html(job.id)
     assert job.id in succeeded and job.id not in queued
     assert "<html" in html.lower() and job.id in html
