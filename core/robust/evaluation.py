@@ -1,5 +1,11 @@
-"""Robustness evaluation: clean, FGSM and PGD-k accuracy, accuracy across epsilons, optional
-AutoAttack, and the sanity checks that flag an evaluation not to be trusted.
+"""Robustness evaluation: clean accuracy, the headline robust accuracy (the worst case over an
+attack ensemble), FGSM, accuracy across epsilons, each with its 95% interval, and the sanity
+checks that flag an evaluation not to be trusted.
+
+What it costs: the ensemble attacks only the examples every earlier attack failed to fool
+(core.robust.ensemble), the epsilon curve attacks each example only until its place on the
+curve is known (core.robust.curve), and the sanity checks run on a subset of CHECK_SAMPLES
+examples, each check saying how many it used.
 """
 
 from __future__ import annotations
@@ -13,23 +19,31 @@ import torch
 from torch import nn
 
 from core.robust import sanity
-from core.robust.attacks import eval_mode, fgsm, pgd, random_noise
-from core.robust.autoattack import run_autoattack
+from core.robust.attacks import correct_predictions, eval_mode, fgsm, pgd, random_noise
+from core.robust.curve import robust_by_epsilon
 from core.robust.data import ImageDataset
-from core.robust.measure import Attack, accuracy, default_device, evaluation_subset
+from core.robust.ensemble import PassCounter, StageResult, preset_stages, worst_case
+from core.robust.intervals import CONFIDENCE_LEVEL, wilson_interval
+from core.robust.measure import Attack, default_device, evaluation_subset, survivors
 from core.robust.threat import ThreatModel
 
 # Accuracy is measured at these multiples of the threat's epsilon unless asked otherwise.
 EPSILON_MULTIPLES = (0.25, 0.5, 1.0, 1.5, 2.0)
+# The sanity checks compare attacks on this many of the evaluated examples: enough to see a
+# masked gradient (it moves accuracy by tens of points), a fraction of the evaluation's cost.
+CHECK_SAMPLES = 200
 
 
 @dataclass
 class EvalReport:
     clean_accuracy: float
-    robust_accuracy: float  # PGD-k with restarts at the threat's epsilon
+    robust_accuracy: float  # the headline: the worst case over the preset's attacks
+    pgd_accuracy: float  # PGD-k with restarts alone, the ensemble's first attack
     fgsm_accuracy: float
-    autoattack_accuracy: float | None
+    autoattack_accuracy: float | None  # the headline, when the preset ends with AutoAttack
     accuracy_by_epsilon: dict[float, float]
+    attack: str  # the preset: fast, standard or autoattack
+    stages: list[StageResult]
     threat: ThreatModel
     attack_steps: int
     restarts: int
@@ -37,11 +51,34 @@ class EvalReport:
     subset_indices: list[int]
     seed: int
     seconds: float
+    forward_passes: int  # images run through the model, every attack step counted
     checks: list[sanity.SanityCheck] = field(default_factory=list)
+    confidence_level: float = CONFIDENCE_LEVEL
 
     @property
     def warnings(self) -> list[str]:
         return sanity.warnings_from(self.checks)
+
+    def confidence_intervals(self) -> dict[str, Any]:
+        """Each accuracy's 95% Wilson interval on num_samples, as [low, high]."""
+
+        def interval(value: float) -> list[float]:
+            return list(wilson_interval(value, self.num_samples))
+
+        named = {
+            "clean_accuracy": self.clean_accuracy,
+            "robust_accuracy": self.robust_accuracy,
+            "pgd_accuracy": self.pgd_accuracy,
+            "fgsm_accuracy": self.fgsm_accuracy,
+            "autoattack_accuracy": self.autoattack_accuracy,
+        }
+        intervals: dict[str, Any] = {
+            name: interval(value) for name, value in named.items() if value is not None
+        }
+        intervals["accuracy_by_epsilon"] = {
+            f"{eps:g}": interval(acc) for eps, acc in self.accuracy_by_epsilon.items()
+        }
+        return intervals
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (epsilons as strings: JSON keys are strings)."""
@@ -49,6 +86,7 @@ class EvalReport:
         data["accuracy_by_epsilon"] = {
             f"{eps:g}": acc for eps, acc in self.accuracy_by_epsilon.items()
         }
+        data["confidence_intervals"] = self.confidence_intervals()
         data["warnings"] = self.warnings
         return data
 
@@ -63,15 +101,19 @@ def _large_epsilon(threat: ThreatModel, input_shape: tuple[int, int, int]) -> fl
     return 1.0 if threat.norm == "linf" else math.sqrt(math.prod(input_shape))
 
 
+def _fraction(mask: torch.Tensor) -> float:
+    return float(mask.float().mean()) if len(mask) else 0.0
+
+
 def evaluate(
     model: nn.Module,
     data: ImageDataset,
     threat: ThreatModel,
     *,
+    attack: str = "standard",
     attack_steps: int = 20,
     restarts: int = 1,
     epsilons: list[float] | None = None,
-    autoattack: bool = False,
     max_samples: int = 1000,
     seed: int = 0,
     batch_size: int = 256,
@@ -80,82 +122,141 @@ def evaluate(
 ) -> EvalReport:
     """Measure `model` on a fixed, seeded subset of `data` against `threat`.
 
-    Every attack uses its own generator seeded by `seed`, so the same call gives the same
-    numbers. The sanity checks cost about 40% more attack time; turn them off for a quick look.
+    `attack` is the preset whose per-example worst case is the headline robust accuracy
+    (core.robust.ensemble). Every attack uses its own generator seeded by `seed`, so the same
+    call gives the same numbers.
     """
     started = time.perf_counter()
     target = torch.device(device) if device is not None else default_device()
-    model = model.to(target)
+    counted = PassCounter(model.to(target))
     indices = evaluation_subset(data, max_samples=max_samples, seed=seed)
     subset = data.subset(indices)
-    n = len(subset)
     num_classes = _num_classes(model, subset, target)
 
-    def pgd_attack(at: ThreatModel) -> Attack:
+    def run(alive: torch.Tensor, attack_fn: Attack) -> torch.Tensor:
+        return survivors(counted, subset, alive, attack_fn, batch_size=batch_size, device=target)
+
+    def pgd_at(at: ThreatModel) -> Attack:
         generator = torch.Generator(device=target).manual_seed(seed)
-        return lambda x, y: pgd(model, x, y, at, restarts=restarts, generator=generator)
+        return lambda x, y: pgd(counted, x, y, at, restarts=restarts, generator=generator)
 
-    def measure(attack: Attack | None) -> float:
-        return accuracy(model, subset, attack, batch_size=batch_size, device=target)
-
-    # The step size follows the 2.5·epsilon/steps rule at every radius and step count.
+    correct = _correct(counted, subset, batch_size=batch_size, device=target)
+    stages = preset_stages(
+        attack, counted, threat, attack_steps=attack_steps, restarts=restarts,
+        num_classes=num_classes, seed=seed, device=target,
+    )  # fmt: skip
+    outcome = worst_case(
+        counted, subset, stages, correct=correct, batch_size=batch_size, device=target
+    )
+    fgsm_robust = run(correct, lambda x, y: fgsm(counted, x, y, threat))
     pgd_threat = threat.with_steps(attack_steps)
-    clean = measure(None)
-    robust = measure(pgd_attack(pgd_threat))
-    fgsm_accuracy = measure(lambda x, y: fgsm(model, x, y, threat))
     chosen = epsilons if epsilons is not None else [m * threat.epsilon for m in EPSILON_MULTIPLES]
-    by_epsilon = {0.0: clean, threat.epsilon: robust}
-    for epsilon in chosen:
-        if epsilon > 0 and epsilon not in by_epsilon:
-            by_epsilon[epsilon] = measure(pgd_attack(pgd_threat.with_epsilon(epsilon)))
-    by_epsilon = dict(sorted(by_epsilon.items()))
-    auto = None
-    if autoattack:
-        auto = measure(
-            lambda x, y: run_autoattack(model, x, y, threat, num_classes=num_classes, seed=seed)
-        )
+    curve = robust_by_epsilon(
+        counted, subset, epsilon=threat.epsilon, robust_at_epsilon=outcome.robust,
+        correct=correct, radii=chosen,
+        attack_at=lambda radius: pgd_at(pgd_threat.with_epsilon(radius)),
+        batch_size=batch_size, device=target,
+    )  # fmt: skip
+    by_epsilon = {radius: _fraction(mask) for radius, mask in curve.items()}
     checks: list[sanity.SanityCheck] = []
     if sanity_checks:
-        noise_generator = torch.Generator(device=target).manual_seed(seed)
-
-        def noise_attack(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-            return random_noise(model, x, labels, threat, generator=noise_generator)
-
-        few_steps = max(1, attack_steps // 4)
-        large = _large_epsilon(threat, data.input_shape)
-        checks = [
-            sanity.accuracy_falls_with_epsilon(by_epsilon, num_samples=n),
-            sanity.more_steps_not_weaker(
-                accuracy_many=robust,
-                steps_many=attack_steps,
-                steps_few=few_steps,
-                accuracy_few=measure(pgd_attack(pgd_threat.with_steps(few_steps))),
-                num_samples=n,
-            ),
-            sanity.pgd_at_least_fgsm(
-                pgd_accuracy=robust, fgsm_accuracy=fgsm_accuracy, num_samples=n
-            ),
-            sanity.pgd_beats_random_noise(
-                pgd_accuracy=robust, noise_accuracy=measure(noise_attack), num_samples=n
-            ),
-            sanity.large_epsilon_breaks_model(
-                accuracy_at_large=measure(pgd_attack(pgd_threat.with_epsilon(large))),
-                large_epsilon=large,
-                num_classes=num_classes,
-            ),
-        ]
+        checks = _sanity_checks(
+            counted, subset, threat, correct=correct, pgd_robust=outcome.first_robust,
+            fgsm_robust=fgsm_robust,
+            radii=sorted(curve), attack_steps=attack_steps, num_classes=num_classes,
+            input_shape=data.input_shape, pgd_at=pgd_at, seed=seed, batch_size=batch_size,
+            device=target,
+        )  # fmt: skip
+    robust = _fraction(outcome.robust)
     return EvalReport(
-        clean_accuracy=clean,
+        clean_accuracy=_fraction(correct),
         robust_accuracy=robust,
-        fgsm_accuracy=fgsm_accuracy,
-        autoattack_accuracy=auto,
+        pgd_accuracy=_fraction(outcome.first_robust),
+        fgsm_accuracy=_fraction(fgsm_robust),
+        autoattack_accuracy=robust if attack == "autoattack" else None,
         accuracy_by_epsilon=by_epsilon,
+        attack=attack,
+        stages=outcome.stages,
         threat=threat,
         attack_steps=attack_steps,
         restarts=restarts,
-        num_samples=n,
+        num_samples=len(subset),
         subset_indices=indices.tolist(),
         seed=seed,
         seconds=time.perf_counter() - started,
+        forward_passes=counted.images,
         checks=checks,
     )
+
+
+def _correct(
+    model: nn.Module, dataset: ImageDataset, *, batch_size: int, device: torch.device
+) -> torch.Tensor:
+    results = [
+        correct_predictions(model, x.to(device), labels.to(device)).cpu()
+        for x, labels in dataset.batches(batch_size)
+    ]
+    return torch.cat(results) if results else torch.zeros(0, dtype=torch.bool)
+
+
+def _sanity_checks(
+    model: nn.Module,
+    subset: ImageDataset,
+    threat: ThreatModel,
+    *,
+    correct: torch.Tensor,
+    pgd_robust: torch.Tensor,
+    fgsm_robust: torch.Tensor,
+    radii: list[float],
+    attack_steps: int,
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    pgd_at: Any,
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+) -> list[sanity.SanityCheck]:
+    """The checks of core.robust.sanity, the costly ones on CHECK_SAMPLES of the examples.
+
+    Each compares attacks on the same examples: the check subset's own PGD-k result is the
+    headline PGD's restricted to it, so no check re-runs the headline attack.
+    """
+    chosen = evaluation_subset(subset, max_samples=CHECK_SAMPLES, seed=seed + 1)
+    few = subset.subset(chosen)
+    k = len(few)
+    alive = correct[chosen]
+
+    def resisted(attack_fn: Attack) -> torch.Tensor:
+        return survivors(model, few, alive, attack_fn, batch_size=batch_size, device=device)
+
+    few_steps = max(1, attack_steps // 4)
+    pgd_few = threat.with_steps(few_steps)
+    noise_generator = torch.Generator(device=device).manual_seed(seed)
+    independent = {0.0: alive}
+    for radius in radii:
+        if radius > 0:
+            independent[radius] = resisted(pgd_at(pgd_few.with_epsilon(radius)))
+    large = _large_epsilon(threat, input_shape)
+    at_large = resisted(pgd_at(threat.with_steps(attack_steps).with_epsilon(large)))
+    return [
+        sanity.accuracy_falls_with_epsilon(independent, attack=f"PGD-{few_steps}"),
+        sanity.more_steps_not_weaker(
+            many=pgd_robust[chosen],
+            steps_many=attack_steps,
+            few=independent[threat.epsilon],
+            steps_few=few_steps,
+        ),
+        sanity.pgd_at_least_fgsm(pgd=pgd_robust, fgsm=fgsm_robust),
+        sanity.pgd_beats_random_noise(
+            pgd=pgd_robust[chosen],
+            noise=resisted(
+                lambda x, y: random_noise(model, x, y, threat, generator=noise_generator)
+            ),
+        ),
+        sanity.large_epsilon_breaks_model(
+            accuracy_at_large=_fraction(at_large),
+            large_epsilon=large,
+            num_classes=num_classes,
+            num_samples=k,
+        ),
+    ]

@@ -46,6 +46,30 @@ def correct_under_attack(
     return torch.cat(results) if results else torch.zeros(0, dtype=torch.bool)
 
 
+def survivors(
+    model: nn.Module,
+    dataset: ImageDataset,
+    alive: torch.Tensor,
+    attack: Attack,
+    *,
+    batch_size: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """`alive` (a boolean per example of `dataset`) less the examples that `attack` fools.
+
+    Only the alive examples are attacked: an example already lost (misclassified clean, or
+    fooled by an earlier attack) costs nothing more, as in AutoAttack's evaluation.
+    """
+    result = alive.clone()
+    targets = alive.nonzero().flatten()
+    for start in range(0, len(targets), batch_size):
+        chosen = targets[start : start + batch_size]
+        x, labels = dataset.batch(chosen)
+        x, labels = x.to(device), labels.to(device)
+        result[chosen] = correct_predictions(model, attack(x, labels), labels).cpu()
+    return result
+
+
 def accuracy(
     model: nn.Module,
     dataset: ImageDataset,
