@@ -11,9 +11,18 @@ import dataclasses
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from core.jobconfig import VALIDATION_FRACTION, EvaluationSettings
+from core.jobconfig import EVALUATION_ATTACKS, VALIDATION_FRACTION, EvaluationSettings
 from core.jobs import STATUSES
 from core.robust.data import BuiltinDataset
 from core.robust.finetune import ATTACKS, LOSSES, FinetuneConfig
@@ -220,9 +229,21 @@ class HyperparametersIn(Request):
 
 
 class EvaluationIn(Request):
+    attack: Literal[EVALUATION_ATTACKS] = Field(  # type: ignore[valid-type]
+        EVALUATION_DEFAULTS["attack"],
+        description="the attacks whose per-example worst case is the headline robust accuracy: "
+        "fast = PGD-k alone (cheapest, weakest); standard = PGD-k with restarts, APGD-CE and "
+        "APGD-T (targeted DLR), as in AutoAttack's standard version; autoattack = PGD-k, then "
+        "the full standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square). Each attack runs only "
+        "on the examples every earlier one failed to fool",
+    )
     attack_steps: int = Field(EVALUATION_DEFAULTS["attack_steps"], ge=1, le=1000)
     restarts: int = Field(EVALUATION_DEFAULTS["restarts"], ge=1, le=20)
-    autoattack: bool = EVALUATION_DEFAULTS["autoattack"]
+    autoattack: bool = Field(
+        EVALUATION_DEFAULTS["autoattack"],
+        description='deprecated: true is attack "autoattack"; not stored',
+        json_schema_extra={"deprecated": True},
+    )
     epsilons: list[float] | None = Field(
         EVALUATION_DEFAULTS["epsilons"],
         max_length=20,
@@ -237,6 +258,26 @@ class EvaluationIn(Request):
             if not 0 < value <= MAX_EPSILON["l2"]:
                 raise ValueError(f"each epsilon must be > 0 and <= {MAX_EPSILON['l2']:g}")
         return epsilons
+
+    @model_validator(mode="after")
+    def _autoattack_alias(self) -> EvaluationIn:
+        """`autoattack: true` (the old field) is attack "autoattack"; with another attack
+        named beside it the request is ambiguous, and refused naming the old field."""
+        if not self.autoattack or self.attack == "autoattack":
+            return self
+        if "attack" in self.model_fields_set:
+            conflict = PydanticCustomError(
+                "conflicting_alias",
+                "the deprecated autoattack true means attack 'autoattack', which conflicts "
+                "with attack '{attack}': send attack alone",
+                {"attack": self.attack},
+            )
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [InitErrorDetails(type=conflict, loc=("autoattack",), input=self.model_dump())],
+            )
+        self.attack = "autoattack"
+        return self
 
 
 class JobCreate(Request):
@@ -255,7 +296,8 @@ class JobCreate(Request):
         return {
             "threat_model": self.threat_model.model_dump(),
             "hyperparameters": self.hyperparameters.model_dump(),
-            "evaluation": self.evaluation.model_dump(),
+            # The effective preset, without the deprecated alias it may have come from.
+            "evaluation": self.evaluation.model_dump(exclude={"autoattack"}),
             "seed": self.seed,
         }
 

@@ -4,7 +4,7 @@ mdl_ id is used as it is; the job is created, and followed with --watch (or --ou
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -66,9 +66,39 @@ MaxSamplesOption = Annotated[
 RestartsOption = Annotated[
     int | None, typer.Option(min=1, help="PGD restarts (default 1).", rich_help_panel=EVALUATION)
 ]
+# The service's presets (core.jobconfig.EVALUATION_ATTACKS; the CLI does not import the engine).
+EvaluationAttack = Literal["fast", "standard", "autoattack"]
+_EVAL_ATTACK_HELP = (
+    "Attacks whose per-example worst case is the robust accuracy: fast (PGD alone), standard "
+    "(PGD, APGD-CE, APGD-T; the default) or autoattack (PGD, then the full AutoAttack; slow)."
+)
+# `harden` has --attack already (the training attack): there the preset is --eval-attack.
+EvalAttackOption = Annotated[
+    EvaluationAttack | None,
+    typer.Option(
+        "--eval-attack",
+        help=_EVAL_ATTACK_HELP,
+        rich_help_panel=EVALUATION,
+        show_default=False,
+    ),
+]
+EvaluateAttackOption = Annotated[
+    EvaluationAttack | None,
+    typer.Option(
+        "--attack",
+        "--eval-attack",
+        help=_EVAL_ATTACK_HELP,
+        rich_help_panel=EVALUATION,
+        show_default=False,
+    ),
+]
 AutoAttackOption = Annotated[
     bool,
-    typer.Option("--autoattack", help="Also run AutoAttack (slow).", rich_help_panel=EVALUATION),
+    typer.Option(
+        "--autoattack",
+        help="The same as the attack preset autoattack (kept for older scripts).",
+        rich_help_panel=EVALUATION,
+    ),
 ]
 WatchOption = Annotated[
     bool, typer.Option("--watch", "-w", help="Follow the job live until it ends; show its results.")
@@ -84,6 +114,18 @@ def _epsilons(text: str | None) -> list[float] | None:
         raise typer.BadParameter(
             f"numbers separated by commas, got {text!r}", param_hint="--eval-epsilons"
         ) from None
+
+
+def _evaluation_attack(attack: str | None, autoattack: bool, *, option: str) -> str | None:
+    """The preset asked for (None: the service's default); --autoattack is its old spelling."""
+    if not autoattack or attack == "autoattack":
+        return attack
+    if attack is not None:
+        raise typer.BadParameter(
+            f"--autoattack means {option} autoattack, which conflicts with {option} {attack}",
+            param_hint="--autoattack",
+        )
+    return "autoattack"
 
 
 def _model_id(client: RobustifyClient, model: str, upload: UploadOptions, console: Console) -> str:
@@ -200,6 +242,7 @@ def harden(
     eval_epsilons: EvalEpsilonsOption = None,
     max_samples: MaxSamplesOption = None,
     restarts: RestartsOption = None,
+    eval_attack: EvalAttackOption = None,
     autoattack: AutoAttackOption = False,
     seed: SeedOption = None,
     watch: WatchOption = False,
@@ -248,9 +291,9 @@ def harden(
                 guards=guards,
             ),
             evaluation=EvaluationOptions(
+                attack=_evaluation_attack(eval_attack, autoattack, option="--eval-attack"),
                 attack_steps=eval_steps,
                 restarts=restarts,
-                autoattack=True if autoattack else None,
                 epsilons=_epsilons(eval_epsilons),
                 max_samples=max_samples,
             ),
@@ -280,6 +323,7 @@ def evaluate(
     eval_epsilons: EvalEpsilonsOption = None,
     max_samples: MaxSamplesOption = None,
     restarts: RestartsOption = None,
+    attack: EvaluateAttackOption = None,
     autoattack: AutoAttackOption = False,
     seed: SeedOption = None,
     watch: WatchOption = False,
@@ -291,7 +335,8 @@ def evaluate(
     std: StdOption = None,
     model_format: FormatOption = None,
 ) -> None:
-    """Measure a model's robustness (clean, PGD, accuracy per epsilon, sanity checks).
+    """Measure a model's robustness (clean, the attack ensemble's robust accuracy, accuracy per
+    epsilon, sanity checks), each accuracy with its 95% interval.
 
     Nothing is trained. Exit code 1 if the job fails.
     """
@@ -303,9 +348,9 @@ def evaluate(
             dataset=dataset,
             threat_model=ThreatModelOptions(norm=norm, epsilon=epsilon),
             evaluation=EvaluationOptions(
+                attack=_evaluation_attack(attack, autoattack, option="--attack"),
                 attack_steps=eval_steps,
                 restarts=restarts,
-                autoattack=True if autoattack else None,
                 epsilons=_epsilons(eval_epsilons),
                 max_samples=max_samples,
             ),

@@ -270,7 +270,7 @@ class EngineJob:
             attack_steps=evaluation.attack_steps,
             restarts=evaluation.restarts,
             epsilons=evaluation.epsilons,
-            autoattack=evaluation.autoattack,
+            attack=evaluation.attack,
             max_samples=evaluation.max_samples,
             seed=self.request["config"]["seed"],
             device=self.device,

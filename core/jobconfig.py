@@ -5,17 +5,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from core.robust.ensemble import ATTACK_PRESETS
+from core.robust.errors import InvalidConfig
 from core.robust.finetune import FinetuneConfig
 from core.robust.threat import ThreatModel
+
+# The evaluation's attack presets, core.robust.evaluate's own: fast = PGD-k alone; standard =
+# the per-example worst case of PGD-k, APGD-CE and APGD-T; autoattack = PGD-k, then the full
+# standard AutoAttack on the examples it left.
+EVALUATION_ATTACKS: tuple[str, ...] = ATTACK_PRESETS
 
 
 @dataclass(frozen=True)
 class EvaluationSettings:
     attack_steps: int = 20
     restarts: int = 1
+    attack: str = "standard"
+    # Kept for configs stored before `attack` existed: evaluation_settings reads true as
+    # attack "autoattack". New configs store `attack` only.
     autoattack: bool = False
     epsilons: list[float] | None = None
     max_samples: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.attack not in EVALUATION_ATTACKS:
+            raise InvalidConfig(
+                f"evaluation.attack must be one of {', '.join(EVALUATION_ATTACKS)}, "
+                f"got {self.attack!r}"
+            )
 
 
 def threat_model(config: dict[str, Any]) -> ThreatModel:
@@ -49,4 +66,9 @@ def validation_fraction(config: dict[str, Any]) -> float:
 
 
 def evaluation_settings(config: dict[str, Any]) -> EvaluationSettings:
-    return EvaluationSettings(**config["evaluation"])
+    """The stored evaluation settings; a config stored before `attack` existed that asked for
+    `autoattack` gets the preset that runs it, one without gets today's default preset."""
+    stored = dict(config["evaluation"])
+    if "attack" not in stored and stored.get("autoattack"):
+        stored["attack"] = "autoattack"
+    return EvaluationSettings(**stored)

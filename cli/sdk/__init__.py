@@ -30,6 +30,7 @@ from cli.sdk.types import (
     JobError,
     Model,
     Progress,
+    Stage,
     ThreatModelOptions,
 )
 
@@ -53,5 +54,6 @@ __all__ = [
     "ProgressCallback",
     "RobustifyClient",
     "RobustifyError",
+    "Stage",
     "ThreatModelOptions",
 ]

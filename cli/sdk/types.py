@@ -5,6 +5,7 @@ Each result keeps the JSON it came from in `raw` (fields a newer server adds are
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -98,15 +99,75 @@ class Dataset:
 # -- jobs -----------------------------------------------------------------------------------
 
 
+Interval = tuple[float, float]  # (low, high)
+Z_95 = 1.959963984540054  # two-sided 95%
+ACCURACY_NAMES = (
+    "clean_accuracy",
+    "robust_accuracy",
+    "pgd_accuracy",
+    "fgsm_accuracy",
+    "autoattack_accuracy",
+)
+
+
+def wilson_interval(accuracy: float, samples: int, *, z: float = Z_95) -> Interval:
+    """The Wilson score interval of `accuracy` measured on `samples` examples (centered at
+    (p + z²/2n) / (1 + z²/n), not at p): what the service stores, computed for reports that
+    older servers stored without it."""
+    if samples <= 0:
+        return 0.0, 1.0
+    n, p = float(samples), min(max(float(accuracy), 0.0), 1.0)
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def _interval(value: Any) -> Interval | None:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return float(value[0]), float(value[1])
+    return None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One attack of the evaluation's ensemble, run on the examples every earlier one left."""
+
+    name: str  # PGD-20, APGD-CE, APGD-T, FAB-T, Square
+    attacked: int | None  # examples it ran on
+    robust_accuracy: float | None  # after it and every earlier one (cumulative)
+    seconds: float | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Stage:
+        return cls(
+            name=str(data.get("name", "")),
+            attacked=data.get("attacked"),
+            robust_accuracy=data.get("robust_accuracy"),
+            seconds=data.get("seconds"),
+        )
+
+
 @dataclass(frozen=True)
 class Evaluation:
-    """One model measured on the job's test subset (metrics.before or metrics.after)."""
+    """One model measured on the job's test subset (metrics.before or metrics.after).
+
+    Reports stored by older servers lack `attack`, `pgd_accuracy`, `stages` and the intervals:
+    `attack` and `pgd_accuracy` are None, `stages` empty, and the intervals are computed here
+    from each accuracy and `num_samples` (the same Wilson intervals the service stores).
+    """
 
     clean_accuracy: float
-    robust_accuracy: float  # PGD-`attack_steps` at the threat's epsilon
+    # The headline: the per-example worst case over the preset's attacks (older servers: PGD)
+    robust_accuracy: float
+    attack: str | None  # the preset: fast, standard or autoattack (None: an older server's PGD)
+    pgd_accuracy: float | None  # PGD-`attack_steps` alone, the ensemble's first attack
     fgsm_accuracy: float | None
     autoattack_accuracy: float | None
     accuracy_by_epsilon: dict[float, float]
+    stages: list[Stage]
+    confidence_level: float
+    confidence_intervals: dict[str, Interval]  # accuracy name (clean_accuracy, ...) -> interval
+    intervals_by_epsilon: dict[float, Interval]  # the intervals of accuracy_by_epsilon
     epsilon: float | None
     norm: str | None
     attack_steps: int | None
@@ -117,20 +178,48 @@ class Evaluation:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Evaluation:
         threat = data.get("threat") or {}
+        samples = data.get("num_samples")
+        stored = data.get("confidence_intervals") or {}
+        by_epsilon = {
+            float(eps): float(acc) for eps, acc in (data.get("accuracy_by_epsilon") or {}).items()
+        }
+
+        def interval(stored_value: Any, accuracy: Any) -> Interval | None:
+            kept = _interval(stored_value)
+            if kept is not None or not isinstance(accuracy, int | float) or not samples:
+                return kept
+            return wilson_interval(float(accuracy), int(samples))
+
+        intervals = {
+            name: found
+            for name in ACCURACY_NAMES
+            if (found := interval(stored.get(name), data.get(name))) is not None
+        }
+        stored_by_epsilon = {
+            float(eps): value for eps, value in (stored.get("accuracy_by_epsilon") or {}).items()
+        }
+        epsilon_intervals = {
+            eps: found
+            for eps, acc in by_epsilon.items()
+            if (found := interval(stored_by_epsilon.get(eps), acc)) is not None
+        }
         return cls(
             clean_accuracy=float(data["clean_accuracy"]),
             robust_accuracy=float(data["robust_accuracy"]),
+            attack=data.get("attack"),
+            pgd_accuracy=data.get("pgd_accuracy"),
             fgsm_accuracy=data.get("fgsm_accuracy"),
             autoattack_accuracy=data.get("autoattack_accuracy"),
-            accuracy_by_epsilon={
-                float(eps): float(acc)
-                for eps, acc in (data.get("accuracy_by_epsilon") or {}).items()
-            },
+            accuracy_by_epsilon=by_epsilon,
+            stages=[Stage.from_json(stage) for stage in data.get("stages") or []],
+            confidence_level=float(data.get("confidence_level") or 0.95),
+            confidence_intervals=intervals,
+            intervals_by_epsilon=epsilon_intervals,
             epsilon=threat.get("epsilon"),
             norm=threat.get("norm"),
             attack_steps=data.get("attack_steps"),
             restarts=data.get("restarts"),
-            num_samples=data.get("num_samples"),
+            num_samples=samples,
             warnings=list(data.get("warnings") or []),
         )
 
@@ -355,9 +444,12 @@ class Hyperparameters:
 
 @dataclass(frozen=True)
 class EvaluationOptions:
+    # The headline's attacks: fast (PGD alone), standard (PGD, APGD-CE, APGD-T; the server's
+    # default) or autoattack (PGD, then the full standard AutoAttack)
+    attack: str | None = None
     attack_steps: int | None = None
     restarts: int | None = None
-    autoattack: bool | None = None
+    autoattack: bool | None = None  # deprecated: True is attack="autoattack"
     epsilons: list[float] | None = None  # default: multiples of the threat's epsilon
     max_samples: int | None = None
 

@@ -76,6 +76,8 @@ def test_job_is_created_with_defaults_filled_and_enqueued(
         ("threat_model", {"steps": 1001}, "threat_model.steps"),
         ("evaluation", {"restarts": 21}, "evaluation.restarts"),
         ("evaluation", {"max_samples": 0}, "evaluation.max_samples"),
+        ("evaluation", {"attack": "pgd"}, "evaluation.attack"),
+        ("evaluation", {"attack": "fast", "autoattack": True}, "evaluation.autoattack"),
         ("evaluation", {"epsilons": [0.1] * 21}, "evaluation.epsilons"),
         ("seed", -1, "seed"),
         ("kind", "train", "kind"),
@@ -93,6 +95,67 @@ def test_out_of_bounds_values_are_422_naming_the_field(
     error = assert_error(client.post("/v1/jobs", headers=headers, json=body), 422)
     assert error["field"] == field, error
     assert error["message"].startswith(field)
+
+
+def stored_config(context: ServiceContext, job_id: str) -> dict[str, Any]:
+    with context.sessions() as session:
+        stored = session.get(Job, job_id)
+        assert stored is not None
+        return dict(stored.config)
+
+
+@pytest.mark.parametrize("attack", jobconfig.EVALUATION_ATTACKS)
+def test_each_evaluation_preset_is_accepted_and_stored(
+    client: TestClient,
+    headers: dict[str, str],
+    context: ServiceContext,
+    uploaded_model: dict[str, Any],
+    attack: str,
+):
+    body = job_body(uploaded_model["id"], evaluation={"attack": attack})
+    response = client.post("/v1/jobs", headers=headers, json=body)
+
+    assert response.status_code == 202, response.text
+    assert response.json()["evaluation"]["attack"] == attack
+    config = stored_config(context, response.json()["id"])
+    assert jobconfig.evaluation_settings(config).attack == attack
+    assert "autoattack" not in config["evaluation"]
+
+
+def test_the_default_evaluation_preset_is_the_standard_ensemble(
+    client: TestClient, headers: dict[str, str], uploaded_model: dict[str, Any]
+):
+    response = client.post("/v1/jobs", headers=headers, json=job_body(uploaded_model["id"]))
+
+    assert response.status_code == 202, response.text
+    assert response.json()["evaluation"]["attack"] == "standard"
+
+
+def test_the_deprecated_autoattack_flag_is_stored_as_the_autoattack_preset(
+    client: TestClient,
+    headers: dict[str, str],
+    context: ServiceContext,
+    uploaded_model: dict[str, Any],
+):
+    for evaluation in ({"autoattack": True}, {"attack": "autoattack", "autoattack": True}):
+        body = job_body(uploaded_model["id"], evaluation=evaluation)
+        response = client.post("/v1/jobs", headers=headers, json=body)
+
+        assert response.status_code == 202, response.text
+        config = stored_config(context, response.json()["id"])
+        assert config["evaluation"]["attack"] == "autoattack"
+        assert "autoattack" not in config["evaluation"]
+
+
+def test_the_autoattack_flag_beside_another_preset_is_422_naming_the_conflict(
+    client: TestClient, headers: dict[str, str]
+):
+    body = job_body("mdl_0", evaluation={"attack": "standard", "autoattack": True})
+
+    error = assert_error(client.post("/v1/jobs", headers=headers, json=body), 422)
+
+    assert error["field"] == "evaluation.autoattack"
+    assert "conflicts with attack 'standard'" in error["message"]
 
 
 def test_evaluation_epsilons_are_bounded_by_the_threat_norm(

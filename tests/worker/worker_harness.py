@@ -247,9 +247,11 @@ def harden_config(
             **hyperparameters,
         },
         "evaluation": {
+            # PGD alone, as evaluation was before its presets: the worker's tests stay cheap;
+            # the default ensemble through a real job is the engine's own test.
+            "attack": "fast",
             "attack_steps": 10,
             "restarts": 1,
-            "autoattack": False,
             "epsilons": None,
             "max_samples": 200,
         },
