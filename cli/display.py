@@ -128,7 +128,7 @@ class JobWatcher:
             self.robust_accuracy = event.data.get("robust_accuracy")
             self.progress.console.print(
                 f"   {event.message}: clean {percent(event.data.get('clean_accuracy'))}, "
-                f"PGD {percent(event.data.get('robust_accuracy'))}",
+                f"robust {percent(event.data.get('robust_accuracy'))}",
                 highlight=False,
             )
         elif event.type in ("lr_probe", "guard", "warning"):
@@ -160,31 +160,75 @@ class JobWatcher:
 
 
 def accuracy_table(job: Job) -> Table | None:
-    """The job's evaluation: before and after for a hardening job, one column for the other."""
+    """The job's evaluation: before and after for a hardening job, one column for the other;
+    each accuracy with its 95% interval on the images evaluated."""
     before, after = job.before, job.after
     if before is None:
         return None
     columns = [("before", before), ("after", after)] if after is not None else [("", before)]
     shown = after or before
-    title = f"{job.dataset} test set ({shown.num_samples} images)"
-    table = Table(title=title, min_width=len(title) + 2)
+    count = f"{shown.num_samples:,}" if shown.num_samples is not None else "?"
+    title = f"{job.dataset} test set ({count} images)"
+    caption = (
+        f"(low–high): the 95% Wilson interval on those {count} images. Robust accuracy is an "
+        "upper bound: a stronger attack may fool more."
+    )
+    table = Table(title=title, caption=caption, min_width=len(title) + 2)
     table.add_column("accuracy")
     for name, _ in columns:
         table.add_column(name or "model", justify="right")
     steps = shown.attack_steps
+    at = f"eps {shown.epsilon:g}" if shown.epsilon is not None else "eps ?"
 
-    def row(label: str, pick: Any) -> None:
-        table.add_row(label, *(percent(pick(evaluation)) for _, evaluation in columns))
+    def row(label: str, name: str, *, headline: bool = False) -> None:
+        table.add_row(
+            label,
+            *(
+                with_interval(getattr(evaluation, name), evaluation.confidence_intervals.get(name))
+                for _, evaluation in columns
+            ),
+            style="bold" if headline else None,
+        )
 
-    row("clean", lambda e: e.clean_accuracy)
-    row(f"PGD-{steps} (eps {shown.epsilon:g})", lambda e: e.robust_accuracy)
-    if any(e.autoattack_accuracy is not None for _, e in columns):
-        row(f"AutoAttack (eps {shown.epsilon:g})", lambda e: e.autoattack_accuracy)
+    row("clean", "clean_accuracy")
+    if shown.attack in (None, "fast"):  # the headline is PGD (older servers: always)
+        row(f"PGD-{steps} ({at})", "robust_accuracy", headline=True)
+    else:
+        row(f"PGD-{steps} ({at})", "pgd_accuracy")
+        row(f"{headline_attacks(shown)} ({at})", "robust_accuracy", headline=True)
+    # Older servers ran AutoAttack beside PGD; the autoattack preset makes it the headline.
+    if shown.attack is None and any(e.autoattack_accuracy is not None for _, e in columns):
+        row(f"AutoAttack ({at})", "autoattack_accuracy")
     for epsilon in _other_epsilons(shown):
-        row(
-            f"PGD-{steps} at eps {epsilon:g}", lambda e, eps=epsilon: e.accuracy_by_epsilon.get(eps)
+        table.add_row(
+            f"PGD-{steps} at eps {epsilon:g}",
+            *(
+                with_interval(
+                    evaluation.accuracy_by_epsilon.get(epsilon),
+                    evaluation.intervals_by_epsilon.get(epsilon),
+                )
+                for _, evaluation in columns
+            ),
         )
     return table
+
+
+def with_interval(value: float | None, bounds: tuple[float, float] | None) -> str:
+    """52.0% (48.9–55.1): an accuracy and its interval, in percent."""
+    if value is None or bounds is None:
+        return percent(value)
+    return f"{value:.1%} ({bounds[0] * 100:.1f}–{bounds[1] * 100:.1f})"
+
+
+def headline_attacks(evaluation: Evaluation) -> str:
+    """What the headline robust accuracy is the worst case of: the ensemble's attacks."""
+    names = [stage.name for stage in evaluation.stages]
+    if not names:  # no stages stored: the preset's attacks (older servers: PGD alone)
+        names = [f"PGD-{evaluation.attack_steps}"]
+        names += {"standard": ["APGD-CE", "APGD-T"], "autoattack": ["AutoAttack"]}.get(
+            evaluation.attack or "", []
+        )
+    return names[0] if len(names) == 1 else "worst of " + ", ".join(names)
 
 
 def _other_epsilons(evaluation: Evaluation) -> list[float]:
@@ -211,7 +255,7 @@ def jobs_table(jobs: list[Job]) -> Table:
         "dataset",
         "progress",
         "clean",
-        "PGD",
+        "robust",
         "created",
     ):
         table.add_column(column, no_wrap=column in ("id", "model", "created"))

@@ -17,6 +17,8 @@ from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from core.verdict import robust_noise, wilson_half_width, wilson_interval
+
 BEFORE_COLOR, AFTER_COLOR = "#8a8f98", "#1f6feb"
 CLEAN_COLOR, ROBUST_COLOR = "#2da44e", "#cf222e"
 
@@ -77,6 +79,8 @@ def render_report(
         _verdict(metrics),
         _warnings(before, after, verdict=metrics.get("verdict")),
         _comparison(before, after),
+        _meaning(before, after, kind=job.kind),
+        _stages(before, after),
         _training(history, job, metrics.get("best_epoch")),
         _learning_rate(metrics),
         _guards(metrics),
@@ -246,40 +250,207 @@ def _comparison(before: Mapping[str, Any] | None, after: Mapping[str, Any] | Non
     reports = [report for report in (before, after) if report]
     if not reports:
         return ""
-    first = reports[0]
+    first, final = reports[0], reports[-1]
     threat = first.get("threat") or {}
     epsilon = _number(threat.get("epsilon"))
     norm = escape(str(threat.get("norm", "")))
     steps = escape(str(first.get("attack_steps", "?")))
     restarts = first.get("restarts", 1)
+    at = f"({norm}, eps {epsilon})"
+    pgd = (
+        f"PGD-{steps} ({norm}, eps {epsilon}"
+        + (f", {escape(str(restarts))} restarts" if restarts and restarts > 1 else "")
+        + ")"
+    )
     rows: list[tuple[str, str]] = [
         ("clean", "clean_accuracy"),
-        (f"FGSM ({norm}, eps {epsilon})", "fgsm_accuracy"),
-        (
-            f"PGD-{steps} ({norm}, eps {epsilon}"
-            + (f", {escape(str(restarts))} restarts" if restarts and restarts > 1 else "")
-            + ")",
-            "robust_accuracy",
-        ),
+        (f"FGSM {at}", "fgsm_accuracy"),
     ]
-    if any(report.get("autoattack_accuracy") is not None for report in reports):
-        rows.append((f"AutoAttack ({norm}, eps {epsilon})", "autoattack_accuracy"))
+    if final.get("attack") in (None, "fast"):  # the headline is PGD (reports of older jobs too)
+        rows.append((pgd, "robust_accuracy"))
+    else:
+        rows.append((pgd, "pgd_accuracy"))
+        rows.append(
+            (f"<strong>{escape(_headline_attacks(final))}</strong> {at}", "robust_accuracy")
+        )
+    # Older jobs ran AutoAttack beside PGD; the autoattack preset makes it the headline.
+    if final.get("attack") is None and any(
+        report.get("autoattack_accuracy") is not None for report in reports
+    ):
+        rows.append((f"AutoAttack {at}", "autoattack_accuracy"))
     head = "<tr><th>accuracy</th><th>before</th>" + (
         "<th>after</th><th>change</th></tr>" if after else "</tr>"
     )
     lines = []
     for label, key in rows:
-        cells = f"<td>{_percent((before or {}).get(key))}</td>"
+        cells = f"<td>{_measured(before, key)}</td>"
         if after:
-            cells += f"<td>{_percent(after.get(key))}</td><td>{_change(before, after, key)}</td>"
+            cells += f"<td>{_measured(after, key)}</td><td>{_change(before, after, key)}</td>"
         lines.append(f'<tr data-metric="{key}"><th scope="row">{label}</th>{cells}</tr>')
-    count = escape(str(first.get("num_samples", "?")))
+    count = escape(_count(first.get("num_samples")))
     seed = escape(str(first.get("seed", "?")))
     return (
         '<section id="before-after"><h2>Before and after</h2>'
         f'<table class="numbers"><thead>{head}</thead><tbody>{"".join(lines)}</tbody></table>'
         f'<p class="caption">On a fixed subset of {count} test images (seed {seed}); '
-        "the same images before and after.</p></section>"
+        "the same images before and after. In brackets, each accuracy's 95% confidence "
+        "interval (Wilson) on those images.</p></section>"
+    )
+
+
+def _headline_attacks(report: Mapping[str, Any]) -> str:
+    """What the headline robust accuracy is the worst case of: the ensemble's attacks."""
+    attack = report.get("attack")
+    names = [str(stage.get("name")) for stage in _stage_list(report)]
+    if not names:  # no stages stored: the preset's attacks (older jobs: PGD alone)
+        names = [f"PGD-{report.get('attack_steps', '?')}"]
+        names += {"standard": ["APGD-CE", "APGD-T"], "autoattack": ["AutoAttack"]}.get(
+            str(attack), []
+        )
+    return names[0] if len(names) == 1 else "worst of " + ", ".join(names)
+
+
+def _stage_list(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [stage for stage in report.get("stages") or [] if isinstance(stage, Mapping)]
+
+
+def _stages(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str:
+    """The ensemble's attacks in order, each on the examples every earlier one left."""
+    reports = {
+        label: report
+        for label, report in (("before", before), ("after", after))
+        if report and _stage_list(report)
+    }
+    if not reports:
+        return ""
+    names: list[str] = []
+    for report in reports.values():
+        for stage in _stage_list(report):
+            if str(stage.get("name")) not in names:
+                names.append(str(stage.get("name")))
+    two = len(reports) > 1
+    head = "<tr><th>attack</th>" + "".join(
+        f"<th>attacked{f' ({label})' if two else ''}</th>"
+        f"<th>robust after it{f' ({label})' if two else ''}</th>"
+        f"<th>seconds{f' ({label})' if two else ''}</th>"
+        for label in reports
+    )
+    lines = []
+    for name in names:
+        cells = ""
+        for report in reports.values():
+            by_name = {str(stage.get("name")): stage for stage in _stage_list(report)}
+            found = by_name.get(name)
+            if found is None:
+                cells += "<td></td><td></td><td></td>"
+                continue
+            cells += (
+                f"<td>{escape(_count(found.get('attacked')))}</td>"
+                f"<td>{_percent(found.get('robust_accuracy'))}</td>"
+                f"<td>{_seconds(found.get('seconds'))}</td>"
+            )
+        lines.append(
+            f'<tr data-stage="{escape(name)}"><th scope="row">{escape(name)}</th>{cells}</tr>'
+        )
+    final = after or before or {}
+    return (
+        '<section id="stages"><h2>How the robust accuracy was found</h2>'
+        f"<p>The headline robust accuracy is the per-example worst case over these attacks "
+        f"(the <code>{escape(str(final.get('attack', '')))}</code> preset), run in this order. "
+        "Each attack ran only on the test images that every earlier one had failed to fool "
+        "(attacked), so a later attack costs little once most images have fallen; the robust "
+        "accuracy after each is cumulative, and the last one is the headline.</p>"
+        f'<table class="numbers"><thead>{head}</tr></thead><tbody>{"".join(lines)}</tbody>'
+        "</table></section>"
+    )
+
+
+def _meaning(
+    before: Mapping[str, Any] | None, after: Mapping[str, Any] | None, *, kind: str
+) -> str:
+    """In words: what the headline numbers mean and how far to trust them."""
+    final = after or before
+    if not final or not _is_number(final.get("robust_accuracy")):
+        return ""
+    samples = final.get("num_samples")
+    count = _count(samples)
+    threat = final.get("threat") or {}
+    where = f"{threat.get('norm', '')} epsilon {_plain_number(threat.get('epsilon'))}"
+    which = "after hardening " if after else ""
+    paragraphs = [
+        f"Robust accuracy {which}<strong>{_plain_percent(final['robust_accuracy'])}</strong> "
+        f"on {escape(count)} test images{_trust(final, 'robust_accuracy')}. "
+        "It is an upper bound on the true robust accuracy: it counts the images that none of "
+        f"the attacks tried ({escape(_headline_attacks(final).removeprefix('worst of '))}) "
+        f"could fool within {escape(where)}, and a stronger attack may fool more.",
+    ]
+    if final.get("attack") is None and _is_number(final.get("autoattack_accuracy")):
+        # Older jobs ran AutoAttack beside the PGD headline: the lower figure is the tighter bound.
+        paragraphs.append(
+            f"AutoAttack, run beside it, left {_plain_percent(final['autoattack_accuracy'])}"
+            f"{_trust(final, 'autoattack_accuracy')}; the lower of the two is the tighter bound."
+        )
+    if _is_number(final.get("clean_accuracy")):
+        paragraphs.append(
+            f"Clean accuracy {which}{_plain_percent(final['clean_accuracy'])} on the same "
+            f"images{_trust(final, 'clean_accuracy')}."
+        )
+    if isinstance(samples, int) and samples > 0:
+        spread = wilson_half_width(0.5, samples) * 100
+        paragraphs.append(
+            "The intervals say how far another draw of as many test images could move each "
+            f"figure: about &plusmn;{spread:.1f} points at 50% on {escape(count)} images, half "
+            "as much on four times as many (max_samples). They cover only this sampling "
+            "noise: not a shift between this test set and the images the model will meet, "
+            "and not the attack's own weakness, which only makes robust accuracy look higher."
+        )
+    if any(
+        not check.get("passed", True)
+        for report in (before, after)
+        if report
+        for check in report.get("checks") or []
+        if isinstance(check, Mapping)
+    ):
+        paragraphs.append(
+            "<strong>A sanity check failed</strong> (see the warnings above): the attacks may "
+            "have been blunted by gradient masking, and the robust accuracy may lie well above "
+            "the truth, whatever its interval says."
+        )
+    if kind == "harden" and before and after:
+        paragraphs.append(_difference(before, after))
+    items = "".join(f"<p>{paragraph}</p>" for paragraph in paragraphs if paragraph)
+    return f'<section id="meaning"><h2>What these numbers mean</h2>{items}</section>'
+
+
+def _trust(report: Mapping[str, Any], key: str) -> str:
+    bounds = _interval(report, key)
+    if bounds is None:
+        return ""
+    return (
+        ": with 95% confidence the true value on this test distribution lies between "
+        f"{_plain_percent(bounds[0])} and {_plain_percent(bounds[1])}"
+    )
+
+
+def _difference(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
+    """The before/after change of robust accuracy against the noise the verdict allows."""
+    needed = ("robust_accuracy", "num_samples")
+    if not all(_is_number(report.get(key)) for report in (before, after) for key in needed):
+        return ""
+    rise = (float(after["robust_accuracy"]) - float(before["robust_accuracy"])) * 100
+    noise = robust_noise(before, after) * 100
+    outcome = (
+        "beyond it: the gain is not a coin flip of the test draw"
+        if rise > noise
+        else "within it: this evaluation cannot tell the two models apart on robustness"
+    )
+    return (
+        f"Robust accuracy went from {_plain_percent(before['robust_accuracy'])} to "
+        f"{_plain_percent(after['robust_accuracy'])} ({rise:+.1f} points). The verdict counts "
+        "a rise as real only past the two intervals' half-widths added, "
+        f"&plusmn;{noise:.1f} points here; this change is {outcome}. The test is conservative: "
+        "both figures come from the same images, so the true noise of their difference is "
+        "smaller, and a real gain smaller than this may go unrecognised."
     )
 
 
@@ -383,18 +554,23 @@ def _guards(metrics: Mapping[str, Any]) -> str:
 
 
 def _by_epsilon(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str:
-    curves = {
-        label: _epsilon_curve(report)
+    reports = {
+        label: report
         for label, report in (("before", before), ("after", after))
         if report and report.get("accuracy_by_epsilon")
     }
-    if not curves:
+    if not reports:
         return ""
+    curves = {label: _epsilon_curve(report) for label, report in reports.items()}
+    bands = {label: _epsilon_intervals(report) for label, report in reports.items()}
     epsilons = sorted({eps for curve in curves.values() for eps in curve})
     head = "<tr><th>epsilon</th>" + "".join(f"<th>{label}</th>" for label in curves) + "</tr>"
     lines = [
         f"<tr><td>{eps:g}</td>"
-        + "".join(f"<td>{_percent(curve.get(eps))}</td>" for curve in curves.values())
+        + "".join(
+            f"<td>{_with_interval(curves[label].get(eps), bands[label].get(eps))}</td>"
+            for label in curves
+        )
         + "</tr>"
         for eps in epsilons
     ]
@@ -403,9 +579,10 @@ def _by_epsilon(before: Mapping[str, Any] | None, after: Mapping[str, Any] | Non
     norm = escape(str((reference.get("threat") or {}).get("norm", "")))
     return (
         '<section id="by-epsilon"><h2>Accuracy against epsilon</h2>'
-        f'<figure class="plot">{epsilon_curves_svg(curves)}'
+        f'<figure class="plot">{epsilon_curves_svg(curves, intervals=bands)}'
         f"<figcaption>PGD-{steps} accuracy within {norm} balls of growing radius "
-        "(epsilon 0 is clean accuracy).</figcaption></figure>"
+        "(epsilon 0 is clean accuracy); the shaded bands and the bracketed figures are 95% "
+        "confidence intervals.</figcaption></figure>"
         f'<table class="numbers"><thead>{head}</thead><tbody>{"".join(lines)}</tbody></table>'
         "</section>"
     )
@@ -430,8 +607,10 @@ def _checks(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -
                 cells += "<td></td>"
                 continue
             verdict = "passed" if check.get("passed") else "FAILED"
+            used = check.get("num_samples")
+            on = f" on {escape(_count(used))} images:" if _is_number(used) else ""
             cells += (
-                f'<td class="{verdict.lower()}"><strong>{verdict}</strong> '
+                f'<td class="{verdict.lower()}"><strong>{verdict}</strong>{on} '
                 f"{escape(str(check.get('detail', '')))}</td>"
             )
         lines.append(f'<tr><th scope="row">{escape(name.replace("_", " "))}</th>{cells}</tr>')
@@ -503,8 +682,13 @@ def epoch_curves_svg(history: Sequence[Mapping[str, Any]], *, best_epoch: int | 
     return _svg(figure, "epochs")
 
 
-def epsilon_curves_svg(curves: Mapping[str, Mapping[float, float]]) -> str:
-    """Accuracy against the attack's radius, one line per evaluation (before, after)."""
+def epsilon_curves_svg(
+    curves: Mapping[str, Mapping[float, float]],
+    *,
+    intervals: Mapping[str, Mapping[float, tuple[float, float]]] | None = None,
+) -> str:
+    """Accuracy against the attack's radius, one line per evaluation (before, after), each in
+    a band of its 95% intervals where `intervals` has them."""
     figure = _figure(width=5.6, height=3.2)
     axes = figure.subplots()
     colors = {"before": BEFORE_COLOR, "after": AFTER_COLOR}
@@ -517,6 +701,17 @@ def epsilon_curves_svg(curves: Mapping[str, Mapping[float, float]]) -> str:
             label=label,
             color=colors.get(label),
         )
+        band = (intervals or {}).get(label) or {}
+        shaded = [(eps, band[eps]) for eps, _ in points if eps in band]
+        if shaded:
+            axes.fill_between(
+                [eps for eps, _ in shaded],
+                [low for _, (low, _high) in shaded],
+                [high for _, (_low, high) in shaded],
+                color=colors.get(label),
+                alpha=0.15,
+                linewidth=0,
+            )
     axes.set(xlabel="epsilon", ylabel="accuracy", ylim=(-0.02, 1.02))
     axes.grid(alpha=0.3)
     axes.legend(loc="best", fontsize=8)
@@ -557,6 +752,59 @@ def _epsilon_curve(report: Mapping[str, Any]) -> dict[float, float]:
     return curve
 
 
+# -- confidence intervals: the report's own, or (reports of older jobs) computed here ---------
+
+
+def _interval(report: Mapping[str, Any] | None, key: str) -> tuple[float, float] | None:
+    """`key`'s 95% interval: the one the report stores, else the Wilson interval of its
+    accuracy on num_samples (reports stored before intervals were); None without either."""
+    if not report:
+        return None
+    stored = report.get("confidence_intervals")
+    kept = _bounds(stored.get(key)) if isinstance(stored, Mapping) else None
+    return kept or _computed(report.get(key), report.get("num_samples"))
+
+
+def _epsilon_intervals(report: Mapping[str, Any]) -> dict[float, tuple[float, float]]:
+    stored = report.get("confidence_intervals")
+    by_epsilon = stored.get("accuracy_by_epsilon") if isinstance(stored, Mapping) else None
+    kept: dict[float, tuple[float, float]] = {}
+    for eps, value in (by_epsilon if isinstance(by_epsilon, Mapping) else {}).items():
+        bounds = _bounds(value)
+        if bounds is not None and _is_float(eps):
+            kept[float(eps)] = bounds
+    samples = report.get("num_samples")
+    return {
+        eps: found
+        for eps, accuracy in _epsilon_curve(report).items()
+        if (found := kept.get(eps) or _computed(accuracy, samples)) is not None
+    }
+
+
+def _bounds(value: Any) -> tuple[float, float] | None:
+    if isinstance(value, list | tuple) and len(value) == 2 and all(map(_is_number, value)):
+        return float(value[0]), float(value[1])
+    return None
+
+
+def _computed(accuracy: Any, samples: Any) -> tuple[float, float] | None:
+    if not _is_number(accuracy) or not _is_number(samples) or samples <= 0:
+        return None
+    return wilson_interval(float(accuracy), int(samples))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_float(text: Any) -> bool:
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 # -- formatting -----------------------------------------------------------------------------
 
 
@@ -589,6 +837,33 @@ def _value(value: Any) -> str:
     if isinstance(value, list | dict):
         return escape(json.dumps(value))
     return escape(str(value))
+
+
+def _measured(report: Mapping[str, Any] | None, key: str) -> str:
+    """An accuracy of `report` with its 95% interval, as HTML."""
+    return _with_interval((report or {}).get(key), _interval(report, key))
+
+
+def _with_interval(value: Any, bounds: tuple[float, float] | None) -> str:
+    if bounds is None or not _is_number(value):
+        return _percent(value)
+    low, high = bounds
+    return (
+        f'{_percent(value)} <span class="interval">[{low * 100:.1f}&ndash;{high * 100:.1f}]</span>'
+    )
+
+
+def _plain_percent(value: Any) -> str:
+    return f"{float(value) * 100:.1f}%" if _is_number(value) else "?"
+
+
+def _plain_number(value: Any) -> str:
+    return f"{float(value):.3g}" if _is_number(value) else "?"
+
+
+def _count(value: Any) -> str:
+    """1,000: a number of images."""
+    return f"{int(value):,}" if _is_number(value) else "?"
 
 
 def _percent(value: Any) -> str:
@@ -650,4 +925,5 @@ figure.plot { margin: 8px 0; } figure.plot svg { max-width: 100%; height: auto; 
 .status.degraded { background: #ffebe9; }
 .up { color: #1a7f37; } .down { color: #cf222e; } .muted, .same { color: var(--muted); }
 td.failed { color: #9a6700; } td.passed strong { color: #1a7f37; }
+.interval { color: var(--muted); font-size: 12px; white-space: nowrap; }
 """

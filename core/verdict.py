@@ -26,6 +26,29 @@ def wilson_half_width(accuracy: float, samples: int, *, z: float = Z_95) -> floa
     return z * spread / (1.0 + z * z / n)
 
 
+def wilson_interval(accuracy: float, samples: int, *, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval (low, high) of `accuracy` measured on `samples` examples.
+
+    It is centered at (p + z²/2n) / (1 + z²/n), not at p: pulled toward one half, so that it
+    stays inside [0, 1] and keeps its coverage near 0 and 1, where p ± z·sqrt(p(1-p)/n) fails.
+    """
+    if samples <= 0:
+        return 0.0, 1.0
+    n = float(samples)
+    p = min(max(float(accuracy), 0.0), 1.0)
+    center = (p + z * z / (2.0 * n)) / (1.0 + z * z / n)
+    half = wilson_half_width(p, samples, z=z)
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def robust_noise(before: Mapping[str, Any], after: Mapping[str, Any]) -> float:
+    """How far test robust accuracy must rise for the verdict to call it real: the 95% Wilson
+    half-widths of before's and after's robust accuracy, each on its own sample count, added."""
+    return wilson_half_width(
+        float(before["robust_accuracy"]), int(before["num_samples"])
+    ) + wilson_half_width(float(after["robust_accuracy"]), int(after["num_samples"]))
+
+
 def harden_verdict(
     before: Mapping[str, Any], after: Mapping[str, Any], *, max_clean_drop: float
 ) -> Verdict:
@@ -41,11 +64,8 @@ def harden_verdict(
     # The tolerance keeps a drop of exactly max_clean_drop inside despite float rounding.
     if clean_drop > max_clean_drop + 1e-9:
         return "clean_dropped"
-    robust_before, robust_after = float(before["robust_accuracy"]), float(after["robust_accuracy"])
-    noise = wilson_half_width(robust_before, int(before["num_samples"])) + wilson_half_width(
-        robust_after, int(after["num_samples"])
-    )
-    return "improved" if robust_after - robust_before > noise else "not_improved"
+    rise = float(after["robust_accuracy"]) - float(before["robust_accuracy"])
+    return "improved" if rise > robust_noise(before, after) else "not_improved"
 
 
 def verdict_summary(verdict: str) -> str:

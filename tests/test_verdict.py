@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from core.robust.finetune import FinetuneConfig
-from core.verdict import DEFAULT_MAX_CLEAN_DROP, harden_verdict, wilson_half_width
+from core.verdict import (
+    DEFAULT_MAX_CLEAN_DROP,
+    harden_verdict,
+    wilson_half_width,
+    wilson_interval,
+)
 
 
 def report(clean: float, robust: float, samples: int = 360) -> dict[str, float | int]:
@@ -49,6 +54,29 @@ def test_wilson_half_width_matches_the_textbook_value():
     # p = 0.5, n = 100: the Wilson interval is 0.5 +- 0.0961 (z = 1.96).
     assert wilson_half_width(0.5, 100) == pytest.approx(0.0961, abs=1e-4)
     assert wilson_half_width(0.0, 360) > 0  # never zero: 0/360 is not certainty
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "samples", "low", "high"),
+    [
+        (0.5, 100, 0.4038, 0.5962),  # symmetric at one half
+        (0.52, 1000, 0.4890, 0.5508),
+        (0.95, 1000, 0.9347, 0.9619),  # pulled toward one half: 0.95 is not its center
+        (0.0, 10, 0.0, 0.2775),  # 0 of 10: high = z²/(n + z²), never a zero-width [0, 0]
+        (1.0, 10, 0.7225, 1.0),
+    ],
+)
+def test_wilson_interval_matches_the_textbook_values(
+    accuracy: float, samples: int, low: float, high: float
+):
+    bounds = wilson_interval(accuracy, samples)
+
+    assert bounds == pytest.approx((low, high), abs=1e-4)
+    assert (bounds[1] - bounds[0]) / 2 == pytest.approx(wilson_half_width(accuracy, samples))
+
+
+def test_wilson_interval_on_no_samples_is_everything():
+    assert wilson_interval(0.7, 0) == (0.0, 1.0)
 
 
 def test_default_limit_is_the_engines():

@@ -228,6 +228,7 @@ async function startJob(event) {
       batch_size: Number($("batch-size").value),
     },
     evaluation: {
+      attack: $("eval-attack").value,
       max_samples: Number($("max-samples").value),
       attack_steps: Number($("attack-steps").value),
     },
@@ -345,6 +346,76 @@ function renderJob(job) {
   const error = $("job-error");
   error.hidden = !job.error;
   error.textContent = job.error ? `${job.error.code}: ${job.error.message}` : "";
+  renderEvaluation(job.kind, metrics.before, metrics.after);
+}
+
+// -- the before/after evaluation, each accuracy with its 95% interval ------------------------
+
+const Z_95 = 1.959963984540054;
+
+// The Wilson score interval, for reports stored before the service kept one (the same formula
+// as the service's): centered at (p + z²/2n) / (1 + z²/n), not at p.
+function wilsonInterval(p, n) {
+  if (!(n > 0)) return null;
+  const z2 = Z_95 * Z_95;
+  const center = (p + z2 / (2 * n)) / (1 + z2 / n);
+  const half = (Z_95 * Math.sqrt((p * (1 - p)) / n + z2 / (4 * n * n))) / (1 + z2 / n);
+  return [Math.max(0, center - half), Math.min(1, center + half)];
+}
+
+function intervalOf(report, name) {
+  const stored = (report.confidence_intervals || {})[name];
+  if (Array.isArray(stored) && stored.length === 2) return stored;
+  const value = report[name];
+  return typeof value === "number" ? wilsonInterval(value, report.num_samples) : null;
+}
+
+function measured(report, name) {
+  if (!report) return "";
+  const value = report[name];
+  const bounds = typeof value === "number" ? intervalOf(report, name) : null;
+  if (!bounds) return percent(value);
+  const [low, high] = bounds.map((bound) => (bound * 100).toFixed(1));
+  return `${percent(value)} [${low}–${high}]`;
+}
+
+function headlineAttacks(report) {
+  let names = (report.stages || []).map((stage) => stage.name);
+  if (names.length === 0) {
+    names = [`PGD-${report.attack_steps}`]; // no stages stored: the preset's (older jobs: PGD alone)
+    if (report.attack === "standard") names.push("APGD-CE", "APGD-T");
+    if (report.attack === "autoattack") names.push("AutoAttack");
+  }
+  return names.length === 1 ? names[0] : `worst of ${names.join(", ")}`;
+}
+
+function renderEvaluation(kind, before, after) {
+  const shown = after || before;
+  $("evaluation").hidden = !shown;
+  if (!shown) return;
+  const steps = shown.attack_steps;
+  const epsilon = (shown.threat || {}).epsilon;
+  const rows = [["clean", "clean_accuracy"]];
+  if (!shown.attack || shown.attack === "fast") {
+    rows.push([`robust: PGD-${steps} (eps ${epsilon})`, "robust_accuracy"]);
+  } else {
+    rows.push([`PGD-${steps} alone (eps ${epsilon})`, "pgd_accuracy"]);
+    rows.push([`robust: ${headlineAttacks(shown)} (eps ${epsilon})`, "robust_accuracy"]);
+  }
+  $("accuracy-table").tHead.querySelector(".before").textContent = kind === "evaluate" ? "model" : "before";
+  $("accuracy-table").tHead.querySelector(".after").hidden = !after;
+  $("accuracy-table").tBodies[0].replaceChildren(...rows.map(([label, name]) => el(
+    "tr",
+    { "data-metric": name },
+    el("th", { scope: "row" }, label),
+    el("td", {}, measured(before, name)),
+    after ? el("td", {}, measured(after, name)) : null,
+  )));
+  const count = typeof shown.num_samples === "number" ? shown.num_samples.toLocaleString("en") : "?";
+  const same = kind === "evaluate" ? "" : " the same";
+  $("evaluation-note").textContent =
+    `On${same} ${count} test images; in brackets, each accuracy's 95% confidence interval ` +
+    "(Wilson). Robust accuracy is an upper bound: a stronger attack may fool more.";
 }
 
 // Server-Sent Events over fetch(): "field: value" lines, events separated by a blank line.

@@ -44,7 +44,8 @@ def test_demo_hardens_a_digits_model_through_the_service(tmp_path: Path) -> None
     printed = completed.stdout
     assert "the service is up at http://127.0.0.1:" in printed
     assert re.search(r"epoch 10  loss", printed)
-    row = re.search(r"PGD-20 \(eps 0\.2\)\s+│\s+([\d.]+)%\s+│\s+([\d.]+)%", printed)
+    # Each cell is "12.0% (8.5–16.6)": the accuracy, then its 95% interval.
+    row = re.search(r"PGD-20 \(eps 0\.2\)\s+│\s+([\d.]+)%[^│]*│\s+([\d.]+)%", printed)
     assert row, printed
     assert float(row.group(2)) > float(row.group(1)) + 20  # percentage points
     assert "Stopping the service" in printed

@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from playwright.sync_api import sync_playwright
 from torch import nn
 from web_harness import Owner, make_owner
 from worker_harness import worker_settings
 
 from core.config import Settings
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture()
@@ -23,3 +38,19 @@ def owner(web_settings: Settings, pretrained_cnn: nn.Module) -> Iterator[Owner]:
     made = make_owner(web_settings, pretrained_cnn, "alice")
     yield made
     made.context.engine.dispose()
+
+
+@pytest.fixture()
+def page(tmp_path: Path) -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (as .ci/run does)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(
+            viewport={"width": 1280, "height": 1000}, accept_downloads=True
+        )
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
+            browser.close()

@@ -13,23 +13,12 @@ from typing import Any
 import httpx
 import pytest
 from api_server import ApiServer
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 from web_harness import Owner
 from worker_harness import REPO_ROOT, WorkerProcess
 
 from core.config import Settings
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOT = REPO_ROOT / "docs" / "web-page.png"
 SCREENSHOT_CLIP = {"x": 0, "y": 0, "width": 1280, "height": 2000}
 EPOCHS = 4
@@ -62,22 +51,6 @@ def service(web_settings: Settings, tmp_path: Path) -> Iterator[ApiServer]:
     finally:
         worker.stop()
         api.stop()
-
-
-@pytest.fixture()
-def page(tmp_path: Path) -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (as .ci/run does)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context(
-            viewport={"width": 1280, "height": 1000}, accept_downloads=True
-        )
-        try:
-            yield context.new_page()
-        finally:
-            context.close()
-            browser.close()
 
 
 def create_evaluate_job(api: ApiServer, owner: Owner) -> str:
