@@ -4,41 +4,29 @@ parent computes it, and the CLI exits non-zero unless the model improved."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, Literal
+
+# The intervals module is plain Python: importing it does not load torch.
+from core.robust.intervals import Z_95, wilson_half_width, wilson_interval
+
+__all__ = [
+    "DEFAULT_MAX_CLEAN_DROP",
+    "VERDICTS",
+    "Z_95",
+    "Verdict",
+    "harden_verdict",
+    "robust_noise",
+    "verdict_summary",
+    "wilson_half_width",
+    "wilson_interval",
+]
 
 Verdict = Literal["improved", "clean_dropped", "not_improved"]
 VERDICTS: tuple[Verdict, ...] = ("improved", "clean_dropped", "not_improved")
 # FinetuneConfig.max_clean_drop's default (core.robust cannot be imported here: it loads torch);
 # tests/test_verdict.py checks that the two agree.
 DEFAULT_MAX_CLEAN_DROP = 0.03
-# Two-sided 95%.
-Z_95 = 1.959963984540054
-
-
-def wilson_half_width(accuracy: float, samples: int, *, z: float = Z_95) -> float:
-    """Half the width of the Wilson score interval of `accuracy` measured on `samples`."""
-    if samples <= 0:
-        return math.inf
-    n = float(samples)
-    spread = math.sqrt(accuracy * (1.0 - accuracy) / n + z * z / (4.0 * n * n))
-    return z * spread / (1.0 + z * z / n)
-
-
-def wilson_interval(accuracy: float, samples: int, *, z: float = Z_95) -> tuple[float, float]:
-    """The Wilson score interval (low, high) of `accuracy` measured on `samples` examples.
-
-    It is centered at (p + z²/2n) / (1 + z²/n), not at p: pulled toward one half, so that it
-    stays inside [0, 1] and keeps its coverage near 0 and 1, where p ± z·sqrt(p(1-p)/n) fails.
-    """
-    if samples <= 0:
-        return 0.0, 1.0
-    n = float(samples)
-    p = min(max(float(accuracy), 0.0), 1.0)
-    center = (p + z * z / (2.0 * n)) / (1.0 + z * z / n)
-    half = wilson_half_width(p, samples, z=z)
-    return max(0.0, center - half), min(1.0, center + half)
 
 
 def robust_noise(before: Mapping[str, Any], after: Mapping[str, Any]) -> float:

@@ -41,3 +41,11 @@ def test_interval_narrows_as_one_over_root_n():
 def test_no_samples_means_no_knowledge():
     assert wilson_interval(0.3, 0) == (0.0, 1.0)
     assert wilson_half_width(0.3, 0) == math.inf
+
+
+def test_the_torch_free_verdict_can_import_it_without_loading_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, core.verdict; assert 'torch' not in sys.modules, 'torch loaded'"
+    subprocess.run([sys.executable, "-c", code], check=True)
