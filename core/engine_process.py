@@ -156,10 +156,13 @@ class EngineJob:
             )
         )
 
-    def _probe_batch(self, candidate: int, candidates: int, step: int, steps: int) -> None:
-        self.channel.ask(
-            ProbeBatch(candidate=candidate, candidates=candidates, step=step, steps=steps)
+    def _probe_batch(
+        self, candidate: int, candidates: int, step: int, steps: int, job_share: float
+    ) -> None:
+        batch = ProbeBatch(
+            candidate=candidate, candidates=candidates, step=step, steps=steps, job_share=job_share
         )
+        self.channel.ask(batch)
 
     def _decision(self, decision: Any) -> None:
         """The probe's choice (then training starts) or a guard's step back, for the worker."""

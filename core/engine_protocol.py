@@ -115,6 +115,9 @@ class ProbeBatch(_Strict):
     candidates: Annotated[int, Field(ge=1, le=20)]
     step: Annotated[int, Field(ge=1)]
     steps: Annotated[int, Field(ge=1)]
+    # The probe's planned share of the job's training work (its passes over probe + training):
+    # the job's progress gives it that much of the bar, and training the rest.
+    job_share: Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class ProbeTrialReport(_Strict):

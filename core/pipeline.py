@@ -173,6 +173,7 @@ class _JobRun:
         self.worker_id, self.keeper = worker_id, keeper
         self.epochs = int(job.config.get("hyperparameters", {}).get("epochs") or 0)
         self.epochs_done = 0
+        self.probe_share = 0.0  # of the progress bar, set by the probe's first batch
         self.pending_progress: dict[str, Any] | None = None
         self.last_progress_write = 0.0
         self.started = time.monotonic()
@@ -583,7 +584,9 @@ class _JobRun:
                 f"after epoch {self.epochs_done}",
             )
         epochs, steps = max(self.epochs, 1), message.steps
-        done = ((message.epoch - 1) * steps + message.step) / (epochs * steps)
+        trained = ((message.epoch - 1) * steps + message.step) / (epochs * steps)
+        # The probe (when there was one) had the first part of the bar: progress never goes back.
+        done = self.probe_share + (1 - self.probe_share) * trained
         elapsed = time.monotonic() - self.started
         self.pending_progress = {
             "phase": "training",
@@ -603,9 +606,11 @@ class _JobRun:
             raise EngineFailure(
                 "engine_protocol_error", "the job's engine probed the learning rate mid-training"
             )
-        done = ((message.candidate - 1) * message.steps + message.step) / (
+        probed = ((message.candidate - 1) * message.steps + message.step) / (
             message.candidates * message.steps
         )
+        self.probe_share = message.job_share
+        done = probed * message.job_share
         self.pending_progress = {
             "phase": "probing_lr",
             "candidate": message.candidate,
@@ -689,9 +694,19 @@ def _gpu_environment(devices: list[str]) -> dict[str, str]:
 
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    """What an `evaluated` event says: the two headline accuracies, on how many images, with
+    their 95% intervals (reports written before intervals existed have none)."""
+    intervals = report.get("confidence_intervals") or {}
     return {
         "clean_accuracy": report["clean_accuracy"],
         "robust_accuracy": report["robust_accuracy"],
+        "num_samples": report.get("num_samples"),
+        "attack": report.get("attack"),
+        "confidence_intervals": {
+            name: intervals[name]
+            for name in ("clean_accuracy", "robust_accuracy")
+            if name in intervals
+        },
         "warnings": report["warnings"],
     }
 

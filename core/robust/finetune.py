@@ -159,7 +159,7 @@ class FinetuneResult:
 OnEpoch = Callable[[EpochMetrics, Checkpoint], None]
 OnBatch = Callable[[int, int, int, float], None]  # (epoch, step in epoch, steps per epoch, loss)
 # The probe's progress: (candidate, candidates, step, steps); may raise to stop the run.
-OnProbeBatch = Callable[[int, int, int, int], None]
+OnProbeBatch = Callable[[int, int, int, int, float], None]
 OnDecision = Callable[[LrProbe | GuardDecision], None]
 
 # An epoch's tier in the choice of the best: kept clean accuracy within max_clean_drop, lost
@@ -583,11 +583,14 @@ def _probe_peak_lr(
 
 
 def _numbered(on_batch: OnProbeBatch, candidate: int, plan: ProbePlan) -> OnBatch:
-    """A trial's batches as the probe's progress: (candidate, candidates, step, steps)."""
+    """A trial's batches as the probe's progress: (candidate, candidates, step, steps, and the
+    probe's planned share of the job's training work, so that a job's progress can count the
+    probe and the training as one)."""
+    share = plan.probe_passes / max(plan.probe_passes + plan.training_passes, 1)
 
     def report(epoch: int, step: int, steps: int, _loss: float) -> None:
         done = min((epoch - 1) * steps + step, plan.steps)
-        on_batch(candidate, len(plan.rates), done, plan.steps)
+        on_batch(candidate, len(plan.rates), done, plan.steps, share)
 
     return report
 

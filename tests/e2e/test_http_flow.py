@@ -57,6 +57,7 @@ def pgd_accuracy(path: Path, digits: DatasetSplits) -> float:
             model,
             digits.test,
             ThreatModel(norm="linf", epsilon=0.2),
+            attack="fast",  # PGD-20 alone, as the name says
             attack_steps=20,
             max_samples=200,
             seed=7,
@@ -131,6 +132,16 @@ def test_upload_harden_poll_download_over_http(
     hardened = tmp_path / "digits_cnn-robust.pt"
     hardened.write_bytes(download.content)
     assert job["metrics"]["after"]["robust_accuracy"] > job["metrics"]["before"]["robust_accuracy"]
+    for report in (job["metrics"]["before"], job["metrics"]["after"]):
+        # The headline is the standard ensemble's worst case, with its sample count and interval.
+        assert report["attack"] == "standard" and report["num_samples"] == 200
+        assert [stage["name"] for stage in report["stages"]][1:] == [
+            "APGD-CE",
+            "APGD-T (3 targets)",
+        ]
+        assert report["robust_accuracy"] <= report["pgd_accuracy"]
+        low, high = report["confidence_intervals"]["robust_accuracy"]
+        assert low <= report["robust_accuracy"] <= high and 0 < high - low < 0.2
     before, after = pgd_accuracy(uploaded, digits), pgd_accuracy(hardened, digits)
     assert after > before + 0.1, (before, after)
     assert (

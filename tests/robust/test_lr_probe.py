@@ -102,9 +102,13 @@ def test_a_run_without_peak_lr_probes_and_trains_at_the_chosen_rate(pretrained_c
     assert max(m.lr for m in result.history) == pytest.approx(probe.chosen_lr, rel=0.15)
     assert probe.steps_per_trial >= MIN_STEPS and probe.eval_samples == 256
     assert probe.gradient_passes > 0 and probe.seconds > 0
-    assert progress[0] == (1, len(BASE_RATES), 1, probe.steps_per_trial)
-    assert progress[-1] == (len(BASE_RATES), len(BASE_RATES), probe.steps_per_trial,
-                            probe.steps_per_trial)  # fmt: skip
+    assert progress[0][:4] == (1, len(BASE_RATES), 1, probe.steps_per_trial)
+    assert progress[-1][:4] == (len(BASE_RATES), len(BASE_RATES), probe.steps_per_trial,
+                                probe.steps_per_trial)  # fmt: skip
+    # The probe's planned share of the job's work, for a progress bar that never goes back.
+    share = progress[0][4]
+    assert {args[4] for args in progress} == {share}
+    assert share == pytest.approx(probe.budget_fraction / (1 + probe.budget_fraction), rel=0.05)
 
 
 def test_a_given_peak_lr_skips_the_probe(pretrained_cnn, digits):

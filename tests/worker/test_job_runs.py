@@ -30,7 +30,7 @@ def pgd_accuracy(model: torch.nn.Module, digits: DatasetSplits) -> float:
     threat = ThreatModel(norm="linf", epsilon=0.2)
     with torch_threads(1):
         report = evaluate(
-            model, digits.test, threat, attack_steps=20, max_samples=200, seed=7,
+            model, digits.test, threat, attack="fast", attack_steps=20, max_samples=200, seed=7,
             sanity_checks=False, device="cpu",
         )  # fmt: skip
     return report.robust_accuracy
@@ -69,6 +69,9 @@ def test_events_come_in_order_and_each_epoch_once(
         "queued", "started", "evaluated", *["epoch"] * EPOCHS, "succeeded",
     ]  # fmt: skip
     assert [event.data["epoch"] for event in events if event.type == "epoch"] == [1, 2, 3, 4]
+    (evaluated,) = [event.data for event in events if event.type == "evaluated"]
+    low, high = evaluated["confidence_intervals"]["robust_accuracy"]
+    assert low <= evaluated["robust_accuracy"] <= high and evaluated["num_samples"] > 0
     times = [event.created_at for event in events]
     assert times == sorted(times)
     checkpoints = embedded_service.checkpoints(job_id)
