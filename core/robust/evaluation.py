@@ -30,8 +30,9 @@ from core.robust.threat import ThreatModel
 # Accuracy is measured at these multiples of the threat's epsilon unless asked otherwise.
 EPSILON_MULTIPLES = (0.25, 0.5, 1.0, 1.5, 2.0)
 # The sanity checks compare attacks on this many of the evaluated examples: enough to see a
-# masked gradient (it moves accuracy by tens of points), a fraction of the evaluation's cost.
-CHECK_SAMPLES = 200
+# masked gradient (it moves accuracy by tens of points: random noise fools 24 of these 100
+# that PGD misses on a rounded input, 0 the reverse), a small part of the evaluation's cost.
+CHECK_SAMPLES = 100
 
 
 @dataclass
@@ -237,7 +238,8 @@ def _sanity_checks(
         if radius > 0:
             independent[radius] = resisted(pgd_at(pgd_few.with_epsilon(radius)))
     large = _large_epsilon(threat, input_shape)
-    at_large = resisted(pgd_at(threat.with_steps(attack_steps).with_epsilon(large)))
+    # A ball that holds every image needs no fine search: a few long steps cross it.
+    at_large = resisted(pgd_at(pgd_few.with_epsilon(large)))
     return [
         sanity.accuracy_falls_with_epsilon(independent, attack=f"PGD-{few_steps}"),
         sanity.more_steps_not_weaker(
