@@ -249,7 +249,14 @@ class EvaluationIn(Request):
         max_length=20,
         description="radii for accuracy-vs-epsilon; null: multiples of the threat's epsilon",
     )
-    max_samples: int = Field(EVALUATION_DEFAULTS["max_samples"], ge=1, le=100_000)
+    max_samples: int | None = Field(
+        EVALUATION_DEFAULTS["max_samples"],
+        ge=1,
+        le=100_000,
+        description="test images evaluated (a fixed seeded subset). null: for a harden job, as "
+        "many as keep its two evaluations within 0.3x of its training's forward passes, between "
+        "200 and 1,000; for an evaluate job 1,000",
+    )
 
     @field_validator("epsilons")
     @classmethod

@@ -14,7 +14,7 @@ import math
 import os
 import platform
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -106,7 +106,7 @@ class EngineJob:
         if self.request["kind"] == "harden":
             data = self._with_validation(data)
         threat = threat_model(self.request["config"])
-        evaluation = evaluation_settings(self.request["config"])
+        evaluation = self._sized(evaluation_settings(self.request["config"]), data, threat)
         if not self.request["has_before"]:
             self.channel.ask(PhaseStarted(phase="evaluating_before"))
             report = self._evaluate(model, data, threat, evaluation)
@@ -262,6 +262,33 @@ class EngineJob:
             train_size=len(data.train), test_size=len(data.test), validation=validation
         )
         return data
+
+    def _sized(self, evaluation: Any, data: Any, threat: Any) -> Any:
+        """The settings with max_samples filled in where the job left it to us: a harden job
+        evaluates as many test images as fit its budget (core.eval_budget), before and after
+        alike (the same subset); an evaluate job the default number."""
+        from core.eval_budget import (
+            DEFAULT_MAX_SAMPLES,
+            harden_evaluation_samples,
+            training_passes,
+        )
+        from core.jobconfig import finetune_config
+
+        if evaluation.max_samples is not None:
+            return evaluation
+        if self.request["kind"] != "harden":
+            return replace(evaluation, max_samples=DEFAULT_MAX_SAMPLES)
+        config = finetune_config(self.request["config"])
+        val_images = 0 if data.val is None else min(len(data.val), config.val_max_samples)
+        training = training_passes(
+            train_images=len(data.train),
+            epochs=config.epochs,
+            train_attack_steps=1 if config.attack == "fgsm" else threat.steps,
+            val_images=val_images,
+            val_steps=config.val_attack_steps,
+        )
+        samples = harden_evaluation_samples(training=training, attack_steps=evaluation.attack_steps)
+        return replace(evaluation, max_samples=samples)
 
     def _evaluate(self, model: Any, data: Any, threat: Any, evaluation: Any) -> Any:
         from core.robust import evaluate

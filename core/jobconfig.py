@@ -25,7 +25,9 @@ class EvaluationSettings:
     # attack "autoattack". New configs store `attack` only.
     autoattack: bool = False
     epsilons: list[float] | None = None
-    max_samples: int = 1000
+    # None: a harden job evaluates as many test images as fit its budget (core.eval_budget),
+    # an evaluate job core.eval_budget.DEFAULT_MAX_SAMPLES.
+    max_samples: int | None = None
 
     def __post_init__(self) -> None:
         if self.attack not in EVALUATION_ATTACKS:

@@ -229,7 +229,7 @@ async function startJob(event) {
     },
     evaluation: {
       attack: $("eval-attack").value,
-      max_samples: Number($("max-samples").value),
+      max_samples: $("max-samples").value ? Number($("max-samples").value) : null,
       attack_steps: Number($("attack-steps").value),
     },
   };
