@@ -61,7 +61,12 @@ EvalEpsilonsOption = Annotated[
 ]
 MaxSamplesOption = Annotated[
     int | None,
-    typer.Option(min=1, help="Test images evaluated (default 1000).", rich_help_panel=EVALUATION),
+    typer.Option(
+        min=1,
+        help="Test images evaluated (default: a harden job as many as fit 0.3x of its "
+        "training, 200 to 1000; an evaluate job 1000).",
+        rich_help_panel=EVALUATION,
+    ),
 ]
 RestartsOption = Annotated[
     int | None, typer.Option(min=1, help="PGD restarts (default 1).", rich_help_panel=EVALUATION)
