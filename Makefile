@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python -m benchmarks.schedules
 	$(BIN)/python -m benchmarks.pgd_speed
 	$(BIN)/python -m benchmarks.zoo --threads 2
+	$(BIN)/python -m benchmarks.eval_cost --threads 2
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache .mypy_cache

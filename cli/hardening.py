@@ -49,7 +49,7 @@ SeedOption = Annotated[int | None, typer.Option(min=0, help="Random seed (defaul
 EvalStepsOption = Annotated[
     int | None,
     typer.Option(
-        min=1, help="PGD steps of the evaluation (default 20).", rich_help_panel=EVALUATION
+        min=1, help="Steps of each evaluation attack (default 10).", rich_help_panel=EVALUATION
     ),
 ]
 EvalEpsilonsOption = Annotated[
