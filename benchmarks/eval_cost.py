@@ -13,21 +13,21 @@ standard AutoAttack's. Per model, clean and hardened:
 - cost: the hardening's seconds and forward passes (images run through the model, counted by
   wrapping it in core.robust.ensemble.PassCounter: training steps, each epoch's validation, the
   guard's starting loss) against `evaluate()` as a harden job runs it on the test split, before
-  and after: the job's defaults (EvaluationSettings: the standard ensemble, 20 steps, 1
+  and after: the job's defaults (EvaluationSettings: the standard ensemble, 10 steps, 1
   restart, sanity checks and the epsilon curve on; max_samples None, which a harden job sizes
   to its budget with core.eval_budget, as core/engine_process.py does; an evaluate job takes
   1,000). Ratio = (before + after) / training, in seconds and in passes. Candidates beside the
   defaults: max_samples 1000 (all 360 test images here: both test splits have 360, so 500 and
-  1000 evaluate the same), 10 attack steps, and attack="fast" (PGD-20 alone, the cheap
-  baseline). Each is also costed for a default 10-epoch PGD-10 job on the same data (training:
-  epochs x train images x (attack steps + 1) plus the validation measured here, scaled by
-  epochs; evaluation: the passes per image measured here times that job's max_samples), and
-  the measured passes per image are set beside core.eval_budget.passes_per_image, the bound
-  the budget assumes.
+  1000 evaluate the same), 10 and 20 attack steps (whichever the defaults are not), and
+  attack="fast" (PGD-k alone at the defaults' steps, the cheap baseline). Each is also costed
+  for a default 10-epoch PGD-10 job on the same data (training: epochs x train images x
+  (attack steps + 1) plus the validation measured here, scaled by epochs; evaluation: the
+  passes per image measured here times that job's max_samples), and the measured passes per
+  image are set beside core.eval_budget.passes_per_image, the bound the budget assumes.
 - strength: on one fixed, seeded subset of the test split (the one evaluate() takes for that
-  max_samples, seed 0), the headline of the standard ensemble at 20 and 10 steps (evaluate()
+  max_samples, seed 0), the headline of the standard ensemble at 10 and 20 steps (evaluate()
   without the checks and the curve, which run after the headline and do not change it;
-  attack="fast"'s is the ensemble's first stage, PGD-20, on the same seed), an independent
+  attack="fast"'s is the defaults' first stage, PGD-k, on the same seed), an independent
   PGD-50 with 3 restarts (seed 1) and torchattacks' standard AutoAttack
   (core.robust.autoattack.run_autoattack), each on the clean-correct examples, with 95% Wilson
   intervals. The goal: the headline at most 2 points above AutoAttack's and above PGD-50x3's
@@ -95,6 +95,7 @@ MAX_GAP = 0.02  # the headline at most 2 points above AutoAttack's and PGD-50x3'
 DEFAULT_JOB_EPOCHS = FinetuneConfig().epochs
 DEFAULT_JOB_ATTACK_STEPS = ThreatModel(norm="linf", epsilon=8 / 255).steps
 STATES = ("before", "after")
+CANDIDATE_ATTACK_STEPS = (10, 20)  # beside the defaults' own
 
 
 @dataclass(frozen=True)
@@ -126,10 +127,15 @@ def candidate_settings() -> list[Setting]:
         settings.restarts,
         settings.max_samples,
     )
+    other_steps = [
+        dataclasses.replace(defaults, label=f"{steps} steps", attack_steps=steps)
+        for steps in CANDIDATE_ATTACK_STEPS
+        if steps != defaults.attack_steps
+    ]
     return [
         defaults,
         dataclasses.replace(defaults, label="max_samples 1000", max_samples=1000),
-        dataclasses.replace(defaults, label="10 steps", attack_steps=10),
+        *other_steps,
         dataclasses.replace(defaults, label="fast", attack="fast"),
     ]
 
