@@ -26,7 +26,7 @@ from core.robust.apgd import apgd, apgd_targeted
 from core.robust.attacks import pgd
 from core.robust.autoattack import run_autoattack
 from core.robust.data import ImageDataset
-from core.robust.measure import Attack, survivors
+from core.robust.measure import Attack, share, survivors
 from core.robust.threat import ThreatModel
 
 ATTACK_PRESETS = ("fast", "standard", "autoattack")
@@ -133,7 +133,7 @@ def worst_case(
             StageResult(
                 name=stage.name,
                 attacked=attacked,
-                robust_accuracy=float(alive.float().mean()) if len(alive) else 0.0,
+                robust_accuracy=share(alive),
                 seconds=time.perf_counter() - started,
             )
         )

@@ -19,12 +19,19 @@ import torch
 from torch import nn
 
 from core.robust import sanity
-from core.robust.attacks import correct_predictions, eval_mode, fgsm, pgd, random_noise
+from core.robust.attacks import eval_mode, fgsm, pgd, random_noise
 from core.robust.curve import robust_by_epsilon
 from core.robust.data import ImageDataset
 from core.robust.ensemble import PassCounter, StageResult, preset_stages, worst_case
 from core.robust.intervals import CONFIDENCE_LEVEL, wilson_interval
-from core.robust.measure import Attack, default_device, evaluation_subset, survivors
+from core.robust.measure import (
+    Attack,
+    correct_under_attack,
+    default_device,
+    evaluation_subset,
+    share,
+    survivors,
+)
 from core.robust.threat import ThreatModel
 
 # Accuracy is measured at these multiples of the threat's epsilon unless asked otherwise.
@@ -102,10 +109,6 @@ def _large_epsilon(threat: ThreatModel, input_shape: tuple[int, int, int]) -> fl
     return 1.0 if threat.norm == "linf" else math.sqrt(math.prod(input_shape))
 
 
-def _fraction(mask: torch.Tensor) -> float:
-    return float(mask.float().mean()) if len(mask) else 0.0
-
-
 def evaluate(
     model: nn.Module,
     data: ImageDataset,
@@ -141,7 +144,7 @@ def evaluate(
         generator = torch.Generator(device=target).manual_seed(seed)
         return lambda x, y: pgd(counted, x, y, at, restarts=restarts, generator=generator)
 
-    correct = _correct(counted, subset, batch_size=batch_size, device=target)
+    correct = correct_under_attack(counted, subset, None, batch_size=batch_size, device=target)
     stages = preset_stages(
         attack, counted, threat, attack_steps=attack_steps, restarts=restarts,
         num_classes=num_classes, seed=seed, device=target,
@@ -158,7 +161,7 @@ def evaluate(
         attack_at=lambda radius: pgd_at(pgd_threat.with_epsilon(radius)),
         batch_size=batch_size, device=target,
     )  # fmt: skip
-    by_epsilon = {radius: _fraction(mask) for radius, mask in curve.items()}
+    by_epsilon = {radius: share(mask) for radius, mask in curve.items()}
     checks: list[sanity.SanityCheck] = []
     if sanity_checks:
         checks = _sanity_checks(
@@ -168,12 +171,12 @@ def evaluate(
             input_shape=data.input_shape, pgd_at=pgd_at, seed=seed, batch_size=batch_size,
             device=target,
         )  # fmt: skip
-    robust = _fraction(outcome.robust)
+    robust = share(outcome.robust)
     return EvalReport(
-        clean_accuracy=_fraction(correct),
+        clean_accuracy=share(correct),
         robust_accuracy=robust,
-        pgd_accuracy=_fraction(outcome.first_robust),
-        fgsm_accuracy=_fraction(fgsm_robust),
+        pgd_accuracy=share(outcome.first_robust),
+        fgsm_accuracy=share(fgsm_robust),
         autoattack_accuracy=robust if attack == "autoattack" else None,
         accuracy_by_epsilon=by_epsilon,
         attack=attack,
@@ -188,16 +191,6 @@ def evaluate(
         forward_passes=counted.images,
         checks=checks,
     )
-
-
-def _correct(
-    model: nn.Module, dataset: ImageDataset, *, batch_size: int, device: torch.device
-) -> torch.Tensor:
-    results = [
-        correct_predictions(model, x.to(device), labels.to(device)).cpu()
-        for x, labels in dataset.batches(batch_size)
-    ]
-    return torch.cat(results) if results else torch.zeros(0, dtype=torch.bool)
 
 
 def _sanity_checks(
@@ -256,7 +249,7 @@ def _sanity_checks(
             ),
         ),
         sanity.large_epsilon_breaks_model(
-            accuracy_at_large=_fraction(at_large),
+            accuracy_at_large=share(at_large),
             large_epsilon=large,
             num_classes=num_classes,
             num_samples=k,

@@ -70,6 +70,11 @@ def survivors(
     return result
 
 
+def share(correct: torch.Tensor) -> float:
+    """The fraction of True in a boolean per example (0 for no examples)."""
+    return share(correct)
+
+
 def accuracy(
     model: nn.Module,
     dataset: ImageDataset,

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from core.robust.measure import share
+
 
 @dataclass(frozen=True)
 class SanityCheck:
@@ -34,8 +36,8 @@ def accuracy_falls_with_epsilon(
     for small, large in itertools.pairwise(radii):
         if _weaker_attack_wins(by_epsilon[large], by_epsilon[small])[0]:
             rises.append(
-                f"accuracy {_share(by_epsilon[large]):.3f} at epsilon {large:g} "
-                f"> {_share(by_epsilon[small]):.3f} at {small:g}"
+                f"accuracy {share(by_epsilon[large]):.3f} at epsilon {large:g} "
+                f"> {share(by_epsilon[small]):.3f} at {small:g}"
             )
     num_samples = len(by_epsilon[radii[0]]) if radii else 0
     detail = f"{attack} at each radius: " + ("; ".join(rises) or "monotone")
@@ -62,14 +64,10 @@ def _paired_check(
     failed, beaten, held = _weaker_attack_wins(strong, weak)
     n = len(strong)
     detail = (
-        f"{strong_name}: {_share(strong):.3f}, {weak_name}: {_share(weak):.3f}; "
+        f"{strong_name}: {share(strong):.3f}, {weak_name}: {share(weak):.3f}; "
         f"{beaten} examples resisted {strong_name} but not {weak_name}, {held} the reverse"
     )
     return SanityCheck(name, not failed, detail, n)
-
-
-def _share(mask: torch.Tensor) -> float:
-    return float(mask.float().mean()) if len(mask) else 0.0
 
 
 def more_steps_not_weaker(

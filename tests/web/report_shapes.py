@@ -45,7 +45,7 @@ def new_report(
         "subset_indices": [0, 1, 2],
         "seed": 0,
         "seconds": 12.3,
-        "gradient_passes": 41000,
+        "forward_passes": 41000,
         "checks": [
             {
                 "name": "pgd_beats_fgsm",
