@@ -72,7 +72,7 @@ def survivors(
 
 def share(correct: torch.Tensor) -> float:
     """The fraction of True in a boolean per example (0 for no examples)."""
-    return share(correct)
+    return float(correct.float().mean()) if len(correct) else 0.0
 
 
 def accuracy(
@@ -86,7 +86,7 @@ def accuracy(
     """Fraction of `dataset` classified right, clean or under `attack`."""
     device = device or model_device(model)
     correct = correct_under_attack(model, dataset, attack, batch_size=batch_size, device=device)
-    return float(correct.float().mean()) if len(correct) else 0.0
+    return share(correct)
 
 
 def model_device(model: nn.Module) -> torch.device:
