@@ -7,6 +7,7 @@ and its mode is restored afterwards. Gradients are taken with respect to the inp
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -73,11 +74,18 @@ def ascent_step(gradient: torch.Tensor, threat: ThreatModel, step_size: float) -
 def _input_gradient(
     model: nn.Module, x_adv: torch.Tensor, labels: torch.Tensor, loss: AttackLoss
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-example loss at `x_adv` and its gradient w.r.t. `x_adv` (parameters' .grad untouched)."""
+    """The logits at `x_adv` and the loss's gradient w.r.t. `x_adv` (parameters' .grad
+    untouched)."""
     x_adv = x_adv.detach().requires_grad_(True)
-    per_example = loss(model(x_adv), labels)
-    (gradient,) = torch.autograd.grad(per_example.sum(), x_adv)
-    return per_example.detach(), gradient
+    logits = model(x_adv)
+    (gradient,) = torch.autograd.grad(loss(logits, labels).sum(), x_adv)
+    return logits.detach(), gradient
+
+
+def _start(x: torch.Tensor, threat: ThreatModel, generator: torch.Generator | None) -> torch.Tensor:
+    """The first delta: random (or zero), kept inside [0,1]."""
+    delta = random_start(x, threat, generator) if threat.random_start else torch.zeros_like(x)
+    return (x + delta).clamp(0, 1) - x
 
 
 def _pgd_once(
@@ -90,8 +98,7 @@ def _pgd_once(
     generator: torch.Generator | None,
 ) -> torch.Tensor:
     step_size = threat.resolved_step_size
-    delta = random_start(x, threat, generator) if threat.random_start else torch.zeros_like(x)
-    delta = (x + delta).clamp(0, 1) - x
+    delta = _start(x, threat, generator)
     for _ in range(threat.steps):
         _, gradient = _input_gradient(model, x + delta, labels, loss)
         delta = project(delta + ascent_step(gradient, threat, step_size), threat)
@@ -109,13 +116,21 @@ def pgd(
     restarts: int = 1,
     loss: AttackLoss = cross_entropy_per_example,
     generator: torch.Generator | None = None,
+    stop_when_fooled: bool = False,
 ) -> torch.Tensor:
     """Projected gradient descent (ascent on `loss`) inside the threat model's ball.
 
     With several restarts each example keeps the first restart that fools the model, or
     else the one with the highest loss.
+    With `stop_when_fooled` (evaluation only: training wants the full-strength points) each
+    example stops at the first point that fools the model, and no later step or restart
+    computes on it; `loss` must then be per example (a row's loss from its own row alone).
     """
     with eval_mode(model):
+        if stop_when_fooled:
+            return _pgd_until_fooled(
+                model, x, labels, threat, restarts=restarts, loss=loss, generator=generator
+            )
         best = _pgd_once(model, x, labels, threat, loss=loss, generator=generator)
         if restarts == 1:
             return best
@@ -137,6 +152,80 @@ def pgd(
             best_fooled = best_fooled | fooled
             best_loss = torch.where(better, candidate_loss, best_loss)
         return best
+
+
+def _steps_until_fooled(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    threat: ThreatModel,
+    *,
+    delta: torch.Tensor,
+    active: torch.Tensor,
+    loss: AttackLoss,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PGD's steps from `x + delta` on the rows `active` (a boolean per row) only; a row stays
+    at the first point the model misclassifies. Returns the points and the rows still active,
+    which no point before the last fooled (the last point is not checked here)."""
+    step_size = threat.resolved_step_size
+    delta, active = delta.clone(), active.clone()
+    for _ in range(threat.steps):
+        rows = active.nonzero().flatten()
+        if len(rows) == 0:
+            break
+        # Eval mode makes each row's result independent of the others in the batch, so a
+        # row still standing moves as it would in the whole batch (bit for bit on CPU; a GPU
+        # kernel chosen by batch size may round differently).
+        logits, gradient = _input_gradient(model, x[rows] + delta[rows], labels[rows], loss)
+        # The logits are those of the point before this step: a row they misclassify stays.
+        moving = logits.argmax(1) == labels[rows]
+        active[rows[~moving]] = False
+        rows, gradient = rows[moving], gradient[moving]
+        stepped = project(delta[rows] + ascent_step(gradient, threat, step_size), threat)
+        delta[rows] = (x[rows] + stepped).clamp(0, 1) - x[rows]
+    return (x + delta).detach(), active
+
+
+def _pgd_until_fooled(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    threat: ThreatModel,
+    *,
+    restarts: int,
+    loss: AttackLoss,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """pgd(stop_when_fooled=True): each restart runs on the rows no earlier one fooled; a row
+    keeps its first fooling point, or else, as without early stopping, the last point of the
+    restart with the highest loss."""
+    best = x.detach().clone()
+    standing = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    best_loss = torch.full((len(x),), -math.inf, dtype=x.dtype, device=x.device)
+    for restart in range(restarts):
+        # Drawn for the whole batch, however few rows remain: the generator's stream (every
+        # later start, in this batch and the next) stays as it is without early stopping.
+        delta = _start(x, threat, generator)
+        points, unchecked = _steps_until_fooled(
+            model, x, labels, threat, delta=delta, active=standing, loss=loss
+        )
+        if restarts == 1:
+            # No later restart needs to know whether the last points fool: the caller checks.
+            return points
+        fooled = standing & ~unchecked
+        point_loss = torch.full_like(best_loss, -math.inf)
+        rows = unchecked.nonzero().flatten()
+        if len(rows):
+            with torch.no_grad():
+                logits = model(points[rows])
+            fooled[rows] = logits.argmax(1) != labels[rows]
+            point_loss[rows] = loss(logits, labels[rows])
+        # The first restart sets every row; a later one only rows it fools or raises the loss of.
+        better = fooled | (standing & (point_loss > best_loss)) if restart else standing
+        best = torch.where(better.view(-1, *([1] * (x.ndim - 1))), points, best)
+        best_loss = torch.where(better, point_loss, best_loss)
+        standing &= ~fooled
+    return best
 
 
 def fgsm(

@@ -78,7 +78,9 @@ def preset_stages(
         return torch.Generator(device=device).manual_seed(seed)
 
     def pgd_attack(rng: torch.Generator) -> Attack:
-        return lambda x, y: pgd(model, x, y, at, restarts=restarts, generator=rng)
+        return lambda x, y: pgd(
+            model, x, y, at, restarts=restarts, generator=rng, stop_when_fooled=True
+        )
 
     label = f"PGD-{attack_steps}" + (f" x{restarts} restarts" if restarts > 1 else "")
     stages = [Stage(label, pgd_attack(generator()))]

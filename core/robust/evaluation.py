@@ -3,9 +3,10 @@ attack ensemble), FGSM, accuracy across epsilons, each with its 95% interval, an
 checks that flag an evaluation not to be trusted.
 
 What it costs: the ensemble attacks only the examples every earlier attack failed to fool
-(core.robust.ensemble), the epsilon curve attacks each example only until its place on the
-curve is known (core.robust.curve), and the sanity checks run on a subset of CHECK_SAMPLES
-examples, each check saying how many it used.
+(core.robust.ensemble), every PGD drops an example from its later steps and restarts once it
+is fooled (pgd's stop_when_fooled: a lost example stays lost), the epsilon curve attacks each
+example only until its place on the curve is known (core.robust.curve), and the sanity checks
+run on a subset of CHECK_SAMPLES examples, each check saying how many it used.
 """
 
 from __future__ import annotations
@@ -142,7 +143,9 @@ def evaluate(
 
     def pgd_at(at: ThreatModel) -> Attack:
         generator = torch.Generator(device=target).manual_seed(seed)
-        return lambda x, y: pgd(counted, x, y, at, restarts=restarts, generator=generator)
+        return lambda x, y: pgd(
+            counted, x, y, at, restarts=restarts, generator=generator, stop_when_fooled=True
+        )
 
     correct = correct_under_attack(counted, subset, None, batch_size=batch_size, device=target)
     stages = preset_stages(

@@ -7,12 +7,16 @@ import torch
 from torch import nn
 
 from core.robust.attacks import correct_predictions, fgsm, pgd, random_noise
+from core.robust.ensemble import PassCounter
 from core.robust.threat import ThreatModel
 
 ATTACKS = {
     "fgsm": lambda model, x, y, threat: fgsm(model, x, y, threat),
     "pgd": lambda model, x, y, threat: pgd(model, x, y, threat),
     "pgd_restarts": lambda model, x, y, threat: pgd(model, x, y, threat, restarts=3),
+    "pgd_stop_when_fooled": lambda model, x, y, threat: pgd(
+        model, x, y, threat, restarts=2, stop_when_fooled=True
+    ),
     "random_noise": lambda model, x, y, threat: random_noise(model, x, y, threat),
 }
 THREATS = {
@@ -128,3 +132,72 @@ def test_pgd_is_stronger_than_fgsm_on_a_clean_model(tiny_cnn, digits):
     pgd_accuracy = accuracy_of(tiny_cnn, pgd(tiny_cnn, x, labels, threat), labels)
     fgsm_accuracy = accuracy_of(tiny_cnn, fgsm(tiny_cnn, x, labels, threat), labels)
     assert pgd_accuracy < fgsm_accuracy
+
+
+@pytest.mark.parametrize("restarts", [1, 3])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_stop_when_fooled_fools_every_example_the_full_attack_fools(
+    tiny_cnn, digits, norm, restarts
+):
+    # Half the radius: a trained model resists PGD on part of the examples.
+    threat = ThreatModel(norm=norm, epsilon=THREATS[norm].epsilon / 2, steps=10)
+    x, labels = digits.test_tensors(n=200)
+
+    def attacked(stop_when_fooled: bool) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(5)
+        return pgd(
+            tiny_cnn, x, labels, threat, restarts=restarts, generator=generator,
+            stop_when_fooled=stop_when_fooled,
+        )  # fmt: skip
+
+    robust_full = correct_predictions(tiny_cnn, attacked(False), labels)
+    robust_stopped = correct_predictions(tiny_cnn, attacked(True), labels)
+    assert 0 < int(robust_full.sum()) < len(x)
+    assert not bool((robust_stopped & ~robust_full).any())
+
+
+def test_stop_when_fooled_runs_later_steps_on_the_standing_examples_only(tiny_cnn, digits):
+    threat = THREATS["linf"]
+    x, labels = digits.test_tensors(n=200)
+    full, stopped = PassCounter(tiny_cnn), PassCounter(tiny_cnn)
+    pgd(full, x, labels, threat)
+    pgd(stopped, x, labels, threat, stop_when_fooled=True)
+    assert full.images == len(x) * threat.steps
+    # The clean model falls within a few steps of the 10 at this radius.
+    assert stopped.images < full.images / 2
+
+
+def _linear_margin_model() -> nn.Module:
+    """logits = [m, -m] with m = mean(x) - 0.5: class 0 while the image's mean is above 0.5."""
+    layer = nn.Linear(64, 2)
+    with torch.no_grad():
+        layer.weight.copy_(torch.stack([torch.full((64,), 1 / 64), torch.full((64,), -1 / 64)]))
+        layer.bias.copy_(torch.tensor([-0.5, 0.5]))
+    return nn.Sequential(nn.Flatten(), layer)
+
+
+def test_stop_when_fooled_freezes_each_example_where_it_first_falls():
+    model = PassCounter(_linear_margin_model())
+    # Each Linf step lowers the mean by 0.1, at most twice (epsilon 0.2): the first image is
+    # wrong from the start, the second falls at step 1, the third at step 2, the last never.
+    means = torch.tensor([0.45, 0.55, 0.62, 0.9])
+    x = means.view(-1, 1, 1, 1).expand(-1, 1, 8, 8).clone()
+    labels = torch.zeros(4, dtype=torch.long)
+    threat = ThreatModel(norm="linf", epsilon=0.2, step_size=0.1, steps=5, random_start=False)
+    x_adv = pgd(model, x, labels, threat, stop_when_fooled=True)
+    reached = x_adv.flatten(1).mean(1)
+    assert torch.allclose(reached, torch.tensor([0.45, 0.45, 0.42, 0.7]), atol=1e-6)
+    # Steps 1 to 5 run on 4, 3, 2, 1 and 1 images: a fall is seen at the next step's forward.
+    assert model.images == 4 + 3 + 2 + 1 + 1
+
+
+def test_stop_when_fooled_restarts_only_the_examples_no_earlier_restart_fooled():
+    model = PassCounter(_linear_margin_model())
+    x = torch.tensor([0.55, 0.9]).view(-1, 1, 1, 1).expand(-1, 1, 8, 8).clone()
+    labels = torch.zeros(2, dtype=torch.long)
+    threat = ThreatModel(norm="linf", epsilon=0.2, step_size=0.1, steps=5, random_start=False)
+    x_adv = pgd(model, x, labels, threat, restarts=3, stop_when_fooled=True)
+    assert torch.allclose(x_adv.flatten(1).mean(1), torch.tensor([0.45, 0.7]), atol=1e-6)
+    # The first restart: steps on 2, 2, 1, 1, 1 images and a check of the last point of the
+    # standing one; each later restart: 5 steps and a check of that one image alone.
+    assert model.images == (2 + 2 + 1 + 1 + 1 + 1) + 2 * (5 + 1)
