@@ -27,6 +27,7 @@ from core.jobs import STATUSES
 from core.robust.data import BuiltinDataset
 from core.robust.finetune import ATTACKS, LOSSES, FinetuneConfig
 from core.robust.modelio import FORMATS
+from core.robust.optimizers import OPTIMIZERS
 from core.robust.schedules import DECAYS, SCHEDULES
 from core.robust.threat import NORMS, ThreatModel
 from core.tables import Checkpoint, Dataset, Job, JobEvent, Model
@@ -195,6 +196,11 @@ class HyperparametersIn(Request):
         description="null: chosen by a short probe before training (each rate of a grid "
         "scaled to the batch size tried for a few steps and scored on the validation split; "
         "about 10% of the training's cost, more on very short runs)",
+    )
+    optimizer: Literal[OPTIMIZERS] = Field(  # type: ignore[valid-type]
+        FINETUNE_DEFAULTS["optimizer"],
+        description="auto: AdamW for a LayerNorm network without BatchNorm (ConvNeXt, ViT), "
+        "SGD with momentum for any other; each has its own probe grid",
     )
     warmup_fraction: float = Field(FINETUNE_DEFAULTS["warmup_fraction"], ge=0, lt=1)
     decay: Literal[DECAYS] = FINETUNE_DEFAULTS["decay"]  # type: ignore[valid-type]

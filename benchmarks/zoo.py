@@ -18,7 +18,8 @@ clean rate) and the usual random crop (4-pixel zero padding) and horizontal
 flip; then that same pretrained model is hardened once with the *defaults* (FinetuneConfig with
 only `epochs`, `seed` and `peak_lr=None` set: the engine picks the peak rate with a short probe)
 and once per *fixed* peak rate of the grid (the defaults otherwise), so every comparison is
-paired. Data: digits32's training images minus a fixed, seeded 10% validation holdout
+paired. The grid is the probe's own for the optimizer the defaults fine-tune the model with
+(core.robust.optimizers: SGD for the BatchNorm networks, AdamW for ConvNeXt and the ViT). Data: digits32's training images minus a fixed, seeded 10% validation holdout
 (`with_validation`, split seed 1234: the best-epoch choice), optionally a seeded subset of the
 rest; every reported accuracy is on the test split. Threat: Linf 8/255, training attack PGD
 with the size's steps (5 by default: CPU budget), evaluation PGD-20 (one restart, seed 0).
@@ -62,7 +63,7 @@ from core.robust.augment import random_crop_flip
 from core.robust.data import DatasetSplits, ImageDataset, load_digits32, with_validation
 from core.robust.evaluation import evaluate
 from core.robust.finetune import FinetuneConfig, FinetuneResult, adversarial_finetune
-from core.robust.lr_probe import candidate_rates
+from core.robust.optimizers import candidate_rates, resolve_optimizer
 from core.robust.pretrain import train_clean
 from core.robust.threat import ThreatModel
 
@@ -71,9 +72,11 @@ EVAL_ATTACK_STEPS = 20
 VALIDATION_FRACTION = 0.1
 VALIDATION_SPLIT_SEED = 1234  # fixed: the same validation images for every seed
 PRETRAIN_BATCH_SIZE = 64
-# The probe's own grid at the default batch size: the rate it picks is always one of them, so
-# the defaults' row can be set beside that rate's (and the best one's) on the same seeds.
-DEFAULT_RATES = tuple(candidate_rates(FinetuneConfig().batch_size))
+# The fixed rates: the probe's own grid at the default batch size, for the optimizer the
+# defaults fine-tune the model with (core.robust.optimizers: SGD, or AdamW for a LayerNorm
+# network). The rate the probe picks is always one of them, so the defaults' row can be set
+# beside that rate's (and the best one's) on the same seeds.
+BATCH_SIZE = FinetuneConfig().batch_size
 # Pretrained models and fixed-rate results, kept between runs (a fixed-rate run does not
 # depend on the probe); `--fresh` ignores them.
 CACHE_DIR = RESULTS_DIR / "zoo-cache"
@@ -297,13 +300,16 @@ def run_architecture(
     *,
     seeds: Sequence[int],
     epochs: int,
-    rates: Sequence[float],
+    rates: Sequence[float] | None,
     with_defaults: bool,
     device: str,
     use_cache: bool,
 ) -> dict[str, Any]:
-    """Pretrain one model per seed, harden it with the defaults and every fixed rate."""
+    """Pretrain one model per seed, harden it with the defaults and every fixed rate (the
+    given ones, else the probe's grid for the model's optimizer)."""
     spec = ARCHITECTURES[name]
+    optimizer = resolve_optimizer("auto", spec.build())
+    rates = list(rates) if rates else candidate_rates(BATCH_SIZE, optimizer)
     pretrained_runs: list[dict[str, Any]] = []
     runs: dict[str, list[dict[str, Any]]] = {DEFAULTS: []} if with_defaults else {}
     runs |= {f"{rate:g}": [] for rate in rates}
@@ -320,7 +326,10 @@ def run_architecture(
         plan: list[tuple[str, float | None]] = [(DEFAULTS, None)] if with_defaults else []
         plan += [(f"{rate:g}", rate) for rate in rates]
         for label, peak_lr in plan:
-            cached = CACHE_DIR / f"{name}-seed{seed}-{size_tag(size)}-e{epochs}-lr{label}.json"
+            cached = (
+                CACHE_DIR
+                / f"{name}-seed{seed}-{size_tag(size)}-e{epochs}-{optimizer}-lr{label}.json"
+            )
             if peak_lr is not None and use_cache and cached.exists():
                 record = json.loads(cached.read_text())
             else:
@@ -345,6 +354,8 @@ def run_architecture(
     return {
         "family": spec.family,
         "clean_lr": spec.clean_lr,
+        "optimizer": optimizer,
+        "rates": rates,
         "pretrained": pretrained_runs,
         "runs": runs,
     }
@@ -394,10 +405,10 @@ def _mean(runs: Sequence[dict[str, Any]], key: str) -> float:
     return mean_and_spread([r[key] for r in runs])[0]
 
 
-def best_fixed_rate(result: dict[str, Any], rates: Sequence[float]) -> str | None:
+def best_fixed_rate(result: dict[str, Any]) -> str | None:
     """The rate with the highest mean PGD-20 among those within 3 clean points of the
     pretrained model; else the one with the highest mean clean accuracy."""
-    labels = [f"{rate:g}" for rate in rates]
+    labels = [f"{rate:g}" for rate in result["rates"]]
     if not labels:
         return None
     pre_clean = _mean(result["pretrained"], "clean")
@@ -442,8 +453,9 @@ def _clean_and_robust(runs: Sequence[dict[str, Any]]) -> str:
     return f"{100 * _mean(runs, 'clean'):.1f} / {100 * _mean(runs, 'robust'):.1f}"
 
 
-def tables(results: dict[str, dict[str, Any]], rates: Sequence[float]) -> list[str]:
+def tables(results: dict[str, dict[str, Any]]) -> list[str]:
     main_rows, rate_rows, time_rows = [], [], []
+    grid_size = max(len(result["rates"]) for result in results.values())
     for name, result in results.items():
         runs, pre = result["runs"], result["pretrained"]
         best = result["best_fixed_rate"]
@@ -452,6 +464,7 @@ def tables(results: dict[str, dict[str, Any]], rates: Sequence[float]) -> list[s
         main_rows.append(
             [
                 name,
+                result["optimizer"],
                 fmt_pct([r["clean"] for r in pre]),
                 fmt_pct([r["robust"] for r in pre]),
                 fmt_pct([r["clean"] for r in defaults]) if defaults else "—",
@@ -465,10 +478,11 @@ def tables(results: dict[str, dict[str, Any]], rates: Sequence[float]) -> list[s
             ]
         )
         rate_rows.append(
-            [name, _clean_and_robust(pre)]
+            [f"{name} ({result['optimizer']})", _clean_and_robust(pre)]
+            + ([_clean_and_robust(defaults)] if defaults else [])
             + [
-                _clean_and_robust(runs[label]) + (" *" if label == best else "")
-                for label in [*([DEFAULTS] if defaults else []), *(f"{r:g}" for r in rates)]
+                f"{label}: {_clean_and_robust(runs[label])}" + (" *" if label == best else "")
+                for label in (f"{r:g}" for r in result["rates"])
             ]
         )
         fixed = [r for label, rs in runs.items() if label != DEFAULTS for r in rs]
@@ -485,6 +499,7 @@ def tables(results: dict[str, dict[str, Any]], rates: Sequence[float]) -> list[s
     main = markdown_table(
         [
             "model",
+            "optimizer",
             "clean before %",
             "PGD-20 before %",
             "defaults clean %",
@@ -503,7 +518,7 @@ def tables(results: dict[str, dict[str, Any]], rates: Sequence[float]) -> list[s
             "model (mean clean / PGD-20 %)",
             "pretrained",
             *([DEFAULTS] if any(DEFAULTS in r["runs"] for r in results.values()) else []),
-            *(f"lr {rate:g}" for rate in rates),
+            *(f"rate {index + 1} of the grid" for index in range(grid_size)),
         ],
         rate_rows,
     )
@@ -541,8 +556,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--rates",
-        default=",".join(f"{r:g}" for r in DEFAULT_RATES),
-        help="comma-separated fixed peak rates (default %(default)s)",
+        default="",
+        help="comma-separated fixed peak rates for every model (default: the probe's grid for "
+        "each model's optimizer, core.robust.optimizers)",
     )
     parser.add_argument(
         "--no-defaults",
@@ -568,8 +584,6 @@ def parse_args() -> argparse.Namespace:
         args.rate_values = [float(r) for r in args.rates.split(",") if r.strip()]
     except ValueError:
         parser.error(f"--rates must be comma-separated numbers, got {args.rates!r}")
-    if args.no_defaults and not args.rate_values:
-        parser.error("nothing to run: --no-defaults and an empty --rates")
     return args
 
 
@@ -589,7 +603,7 @@ def main() -> None:
         f"zoo ({size_name}): {len(setup.train)} train / {len(setup.val)} val / "
         f"{min(size.test_images, len(setup.test))} test images; {len(args.arch_names)} archs x "
         f"{seed_count} seeds x ({'defaults + ' if not args.no_defaults else ''}"
-        f"{len(args.rate_values)} rates); {epochs} hardening epochs, PGD-"
+        f"{len(args.rate_values) or 'the grid of'} rates); {epochs} hardening epochs, PGD-"
         f"{size.train_attack_steps} training attack"
     )
 
@@ -606,7 +620,7 @@ def main() -> None:
             device=args.device,
             use_cache=not args.fresh,
         )
-        result["best_fixed_rate"] = best_fixed_rate(result, args.rate_values)
+        result["best_fixed_rate"] = best_fixed_rate(result)
         result["checks"] = judge(result, result["best_fixed_rate"])
         results[name] = result
 
@@ -622,7 +636,7 @@ def main() -> None:
             "pretraining": f"train_clean, {size.pretrain_epochs} epochs, batch "
             f"{PRETRAIN_BATCH_SIZE}, random crop (pad 4) + flip, input normalization",
             "hardening_epochs": epochs,
-            "rates": args.rate_values,
+            "rates": args.rate_values or "the probe's grid for each model's optimizer",
             "defaults": None if args.no_defaults else "FinetuneConfig(epochs, seed, peak_lr=None)",
             "goals": "defaults: mean clean >= pretrained - 3 pts; mean PGD-20 >= best fixed "
             "rate's - 2 pts (best: max mean PGD-20 among rates within 3 clean pts, else max "
@@ -653,9 +667,7 @@ def main() -> None:
         else all(c["clean_within_3"] and c["robust_within_2_of_best"] for c in outcome)
     )
     payload["defaults_met_both_goals_on_every_model"] = met
-    write_results(
-        "zoo", payload, tables=tables(results, args.rate_values), started=started, args=args
-    )
+    write_results("zoo", payload, tables=tables(results), started=started, args=args)
     print()
     if met is None:
         print("SUMMARY: defaults not run (--no-defaults); fixed-rate grid only.")

@@ -310,7 +310,8 @@ def job_details(job: Job, *, report_url: str) -> Table:
         )
     if job.peak_lr is not None:
         how = "chosen by the probe" if job.lr_probe else "as asked"
-        rows.append(("peak lr", f"{job.peak_lr:.3g} ({how})"))
+        optimizer = f", {job.optimizer}" if job.optimizer else ""
+        rows.append(("peak lr", f"{job.peak_lr:.3g} ({how}{optimizer})"))
     for decision in job.guards:
         rows.append(("guard", Text(str(decision.get("message", "")), style="yellow")))
     if job.best_epoch is not None:

@@ -189,6 +189,14 @@ def harden(
             rich_help_panel=TRAINING,
         ),
     ] = None,
+    optimizer: Annotated[
+        str | None,
+        typer.Option(
+            help="auto (default: AdamW for a LayerNorm network such as ConvNeXt or a ViT, else "
+            "SGD), sgd or adamw.",
+            rich_help_panel=TRAINING,
+        ),
+    ] = None,
     warmup_fraction: Annotated[
         float | None,
         typer.Option(
@@ -285,6 +293,7 @@ def harden(
                 epochs=epochs,
                 batch_size=batch_size,
                 schedule=schedule,
+                optimizer=optimizer,
                 peak_lr=peak_lr,
                 warmup_fraction=warmup_fraction,
                 loss=loss,

@@ -152,6 +152,7 @@ class EngineJob:
                 reference_clean_accuracy=result.reference_clean_accuracy,
                 best_meets_clean_constraint=result.best_meets_clean_constraint,
                 peak_lr=result.peak_lr,
+                optimizer=result.optimizer,
                 stopped_early=result.stopped_early,
             )
         )

@@ -180,6 +180,8 @@ class Finished(_Strict):
     reference_clean_accuracy: Fraction | None = None
     best_meets_clean_constraint: bool | None = None
     peak_lr: Annotated[float, Field(gt=0.0, le=1e3)] | None = None  # the rate trained at
+    # The one trained with ("auto" resolved).
+    optimizer: Annotated[str, Field(pattern="^(sgd|adamw)$")] | None = None
     stopped_early: bool = False  # the guards ended training before its last epoch
 
 

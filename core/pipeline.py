@@ -488,6 +488,7 @@ class _JobRun:
             metrics["after"] = self._report(engine, finished.after)
             metrics["best_epoch"] = finished.best_epoch
             metrics["peak_lr"] = finished.peak_lr
+            metrics["optimizer"] = finished.optimizer
             metrics["stopped_early"] = finished.stopped_early
             if finished.dataset.validation is None:
                 raise EngineFailure(
@@ -740,6 +741,7 @@ def _manifest(
         # The rate trained at, which a config with peak_lr null leaves to the probe: passing it
         # as peak_lr reproduces the run without probing.
         "peak_lr": finished.peak_lr,
+        "optimizer": finished.optimizer,
         "input_model": {"id": model_row.id, "sha256": model_row.sha256, "format": model_row.format},
         "output_model": None
         if result_model is None

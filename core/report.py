@@ -135,6 +135,9 @@ def _summary(job: JobLike, model_name: str | None, generated_at: datetime) -> st
     peak_lr = (job.metrics or {}).get("peak_lr")
     if isinstance(peak_lr, int | float):
         how = "chosen by the probe" if (job.metrics or {}).get("lr_probe") else "as asked"
+        optimizer = (job.metrics or {}).get("optimizer")
+        if isinstance(optimizer, str):
+            how += f", {escape(optimizer)}"
         rows.append(("peak learning rate", f"{_number(peak_lr)} ({how})"))
     validation = (job.metrics or {}).get("validation")
     if isinstance(validation, Mapping):

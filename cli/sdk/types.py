@@ -302,6 +302,7 @@ class Job:
     verdict: str | None
     validation: dict[str, Any] | None  # {"source": "train_holdout" | "uploaded", "size": N}
     peak_lr: float | None  # the rate trained at: the one asked for, or the probe's choice
+    optimizer: str | None  # the one trained with: "sgd" or "adamw" ("auto" resolved)
     lr_probe: dict[str, Any] | None  # the probe's rates, scores, choice and cost (None: asked)
     guards: list[dict[str, Any]]  # the guards' decisions while training (a step back, a stop)
     result_model_id: str | None
@@ -340,6 +341,7 @@ class Job:
             verdict=metrics.get("verdict"),
             validation=metrics.get("validation"),
             peak_lr=metrics.get("peak_lr"),
+            optimizer=metrics.get("optimizer"),
             lr_probe=metrics.get("lr_probe"),
             guards=list(metrics.get("guards") or []),
             result_model_id=data.get("result_model_id"),
@@ -425,6 +427,7 @@ class Hyperparameters:
     batch_size: int | None = None
     schedule: str | None = None  # slow_start_fast_decay, constant, piecewise, cosine, one_cycle
     peak_lr: float | None = None  # None: chosen by the service's learning-rate probe
+    optimizer: str | None = None  # auto (AdamW for LayerNorm networks, else SGD), sgd, adamw
     warmup_fraction: float | None = None
     decay: str | None = None
     decay_gamma: float | None = None

@@ -39,11 +39,11 @@ from core.robust.lr_probe import (
     ProbePlan,
     ProbeTrial,
     choose_rate,
-    fallback_rate,
     plan_probe,
 )
 from core.robust.measure import accuracy, default_device, evaluation_subset
 from core.robust.modelio import copy_model
+from core.robust.optimizers import OPTIMIZERS, fallback_rate, make_optimizer, resolve_optimizer
 from core.robust.schedules import ScheduleConfig, make_schedule
 from core.robust.threat import ThreatModel
 
@@ -65,6 +65,8 @@ class FinetuneConfig:
     batch_size: int = 128
     schedule: str = "slow_start_fast_decay"
     peak_lr: float | None = None  # None: chosen by core.robust.lr_probe's probe
+    # "auto": AdamW for a LayerNorm network without BatchNorm, else SGD (core.robust.optimizers)
+    optimizer: str = "auto"
     warmup_fraction: float = 0.5
     decay: str = "linear"
     decay_gamma: float = 0.1
@@ -94,6 +96,10 @@ class FinetuneConfig:
             raise InvalidConfig(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.attack not in ATTACKS:
             raise InvalidConfig(f"attack must be one of {', '.join(ATTACKS)}, got {self.attack!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise InvalidConfig(
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
         if not 0 <= self.momentum < 1:
             raise InvalidConfig(f"momentum must be in [0, 1), got {self.momentum}")
         if not 0 <= self.weight_decay < 1:
@@ -148,6 +154,7 @@ class FinetuneResult:
     best_meets_clean_constraint: bool = True
     peak_lr: float = 0.0  # the rate the run trained at: the config's, or the probe's choice
     lr_probe: LrProbe | None = None  # None: the config gave peak_lr
+    optimizer: str = "sgd"  # the one the run used: the config's, or "auto"'s choice
     guard_decisions: list[GuardDecision] = field(default_factory=list)
     stopped_early: bool = False  # the guards ended the run before its last epoch
 
@@ -214,6 +221,7 @@ class _Run:
         device: torch.device,
         *,
         peak_lr: float,
+        optimizer: str,
         start_state: dict[str, torch.Tensor],
     ) -> None:
         self.model, self.train, self.threat, self.config, self.device = (
@@ -233,8 +241,12 @@ class _Run:
             total_steps=self.total_steps,
             steps_per_epoch=self.steps_per_epoch,
         )
-        self.optimizer = torch.optim.SGD(
-            model.parameters(), lr=0.0, momentum=config.momentum, weight_decay=config.weight_decay
+        self.optimizer_name = optimizer
+        self.optimizer = make_optimizer(
+            optimizer,
+            model.parameters(),
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
         )
         # Own generators for data order and attack noise, so a run is fixed by its seed alone.
         self.order_generator = torch.Generator().manual_seed(config.seed)
@@ -419,6 +431,7 @@ def adversarial_finetune(
     if resume is not None:
         _check_resumable(resume, config, threat)
     working = copy_model(model).to(target)
+    optimizer = resolve_optimizer(config.optimizer, working)
     start_state = {
         name: value.detach().to("cpu", copy=True) for name, value in working.state_dict().items()
     }
@@ -440,15 +453,19 @@ def adversarial_finetune(
         peak_lr = config.peak_lr
     else:
         probe = _probe_peak_lr(
-            working, train, val_subset, threat, config, device=target, on_batch=on_probe_batch
-        )
+            working, train, val_subset, threat, replace(config, optimizer=optimizer),
+            device=target, on_batch=on_probe_batch,
+        )  # fmt: skip
         peak_lr = probe.chosen_lr
         # The probe's runs drew from the global generator (dropout): the run starts as one
         # given peak_lr=probe.chosen_lr would, so that rate reproduces it.
         torch.manual_seed(config.seed)
         if on_decision is not None:
             on_decision(probe)
-    run = _Run(working, train, threat, config, target, peak_lr=peak_lr, start_state=start_state)
+    run = _Run(
+        working, train, threat, config, target,
+        peak_lr=peak_lr, optimizer=optimizer, start_state=start_state,
+    )  # fmt: skip
     if resume is not None:
         run.restore(resume)
     else:
@@ -489,6 +506,7 @@ def adversarial_finetune(
         best_meets_clean_constraint=run.best_tier == KEPT,
         peak_lr=run.peak_lr,
         lr_probe=run.lr_probe,
+        optimizer=run.optimizer_name,
         guard_decisions=run.guard_decisions,
         stopped_early=run.stopped_early,
     )
@@ -539,17 +557,19 @@ def _probe_peak_lr(
 ) -> LrProbe:
     """Try each rate of the grid for a few paired steps and keep the winner (lr_probe)."""
     if val_subset is None or len(val_subset) == 0:
-        rate = fallback_rate(config.batch_size)
+        rate = fallback_rate(config.batch_size, config.optimizer)
         return LrProbe(
             chosen_lr=rate,
             reason=f"no validation split to probe on: the fallback rate {rate:.3g}",
         )
     started = time.perf_counter()
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    step_threat = _training_threat(threat, config, threat.epsilon)
     plan = plan_probe(
         batch_size=config.batch_size,
+        optimizer=config.optimizer,
         training_steps=steps_per_epoch * config.epochs,
-        passes_per_step=_passes_per_step(config, _training_threat(threat, config, threat.epsilon)),
+        passes_per_step=_passes_per_step(config, step_threat),
         val_size=len(val_subset),
         val_attack_steps=config.val_attack_steps,
     )

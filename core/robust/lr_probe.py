@@ -17,8 +17,9 @@ not wreck a model whose best rate is low (MobileNetV3: 0.002-0.02).
 
 The grid is scaled to the batch size by the linear scaling rule (Goyal et al.): a batch of 256
 tries twice the rates of a batch of 128. It spans 100x because the best rate differs that much
-between families (benchmarks/zoo.py: 0.002 for MobileNetV3, 0.06 for ConvNeXt, 0.2 for
-ResNet-18; the 8x8 digits CNN's 0.2, benchmarks/schedules.py).
+between families (benchmarks/zoo.py: 0.002 for MobileNetV3, 0.2 for ResNet-18 and RegNetX;
+the 8x8 digits CNN's 0.2, benchmarks/schedules.py). Each optimizer has its own grid
+(core.robust.optimizers: SGD's, and AdamW's about 100x lower).
 
 What the probe spends is counted in the engine's unit, forward+backward passes over a batch,
 and bounded by PROBE_BUDGET_FRACTION of the run's training; a run too short to give each
@@ -31,25 +32,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-# Rates at batch size REFERENCE_BATCH_SIZE; the grid is these times batch_size / that.
-BASE_RATES = (0.002, 0.006, 0.02, 0.06, 0.2)
-REFERENCE_BATCH_SIZE = 128
+from core.robust.optimizers import candidate_rates
+
 PROBE_BUDGET_FRACTION = 0.1
 MIN_STEPS = 4
 MAX_STEPS = 200  # a cap: on a very long run the probe stays short (it then spends less)
 EVAL_SAMPLES = 256  # validation images each candidate is scored on
 EVAL_ATTACK_STEPS = 5
-# Without a validation split there is nothing to score candidates on: this rate is used.
-FALLBACK_BASE_RATE = 0.02
-
-
-def candidate_rates(batch_size: int) -> list[float]:
-    scale = batch_size / REFERENCE_BATCH_SIZE
-    return [rate * scale for rate in BASE_RATES]
-
-
-def fallback_rate(batch_size: int) -> float:
-    return FALLBACK_BASE_RATE * batch_size / REFERENCE_BATCH_SIZE
 
 
 @dataclass(frozen=True)
@@ -77,13 +66,14 @@ class ProbePlan:
 def plan_probe(
     *,
     batch_size: int,
+    optimizer: str = "sgd",
     training_steps: int,
     passes_per_step: int,
     val_size: int,
     val_attack_steps: int,
 ) -> ProbePlan:
     """The probe that fits in PROBE_BUDGET_FRACTION of a run of `training_steps` steps."""
-    rates = candidate_rates(batch_size)
+    rates = candidate_rates(batch_size, optimizer)
     eval_samples = min(val_size, EVAL_SAMPLES)
     eval_steps = min(val_attack_steps, EVAL_ATTACK_STEPS)
     # Scoring one candidate: a clean pass and the attack's steps, over eval_samples images.

@@ -65,6 +65,7 @@ def test_job_is_created_with_defaults_filled_and_enqueued(
         ("hyperparameters", {"warmup_fraction": 1.0}, "hyperparameters.warmup_fraction"),
         ("hyperparameters", {"decay_gamma": 1.0}, "hyperparameters.decay_gamma"),
         ("hyperparameters", {"schedule": "bogus"}, "hyperparameters.schedule"),
+        ("hyperparameters", {"optimizer": "lamb"}, "hyperparameters.optimizer"),
         ("hyperparameters", {"epoch": 3}, "hyperparameters.epoch"),
         ("hyperparameters", {"validation_fraction": 0}, "hyperparameters.validation_fraction"),
         ("hyperparameters", {"max_clean_drop": -0.1}, "hyperparameters.max_clean_drop"),

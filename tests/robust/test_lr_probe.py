@@ -7,24 +7,28 @@ import torch
 
 from core.robust.finetune import FinetuneConfig, adversarial_finetune
 from core.robust.lr_probe import (
-    BASE_RATES,
     MIN_STEPS,
     PROBE_BUDGET_FRACTION,
     LrProbe,
     ProbeTrial,
-    candidate_rates,
     choose_rate,
     plan_probe,
 )
+from core.robust.optimizers import BASE_RATES, candidate_rates
 from core.robust.threat import ThreatModel
 
 THREAT = ThreatModel(norm="linf", epsilon=0.2, steps=3)
 
 
-def test_the_grid_scales_with_the_batch_size():
-    assert candidate_rates(128) == pytest.approx(list(BASE_RATES))
-    assert candidate_rates(256) == pytest.approx([2 * rate for rate in BASE_RATES])
-    assert candidate_rates(32) == pytest.approx([rate / 4 for rate in BASE_RATES])
+SGD_RATES = BASE_RATES["sgd"]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_the_grid_scales_with_the_batch_size(optimizer):
+    rates = BASE_RATES[optimizer]
+    assert candidate_rates(128, optimizer) == pytest.approx(list(rates))
+    assert candidate_rates(256, optimizer) == pytest.approx([2 * rate for rate in rates])
+    assert candidate_rates(32, optimizer) == pytest.approx([rate / 4 for rate in rates])
 
 
 def test_a_long_run_spends_at_most_a_tenth_of_its_training_on_the_probe():
@@ -102,8 +106,8 @@ def test_a_run_without_peak_lr_probes_and_trains_at_the_chosen_rate(pretrained_c
     assert max(m.lr for m in result.history) == pytest.approx(probe.chosen_lr, rel=0.15)
     assert probe.steps_per_trial >= MIN_STEPS and probe.eval_samples == 256
     assert probe.gradient_passes > 0 and probe.seconds > 0
-    assert progress[0][:4] == (1, len(BASE_RATES), 1, probe.steps_per_trial)
-    assert progress[-1][:4] == (len(BASE_RATES), len(BASE_RATES), probe.steps_per_trial,
+    assert progress[0][:4] == (1, len(SGD_RATES), 1, probe.steps_per_trial)
+    assert progress[-1][:4] == (len(SGD_RATES), len(SGD_RATES), probe.steps_per_trial,
                                 probe.steps_per_trial)  # fmt: skip
     # The probe's planned share of the job's work, for a progress bar that never goes back.
     share = progress[0][4]

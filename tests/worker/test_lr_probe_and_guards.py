@@ -9,7 +9,7 @@ from worker_harness import Service, WorkerProcess, harden_config
 
 from core.jobs import SUCCEEDED
 from core.report import render_report
-from core.robust.lr_probe import BASE_RATES, candidate_rates
+from core.robust.optimizers import BASE_RATES, candidate_rates
 
 
 def test_a_job_without_peak_lr_probes_and_reports_the_probe(
@@ -24,6 +24,8 @@ def test_a_job_without_peak_lr_probes_and_reports_the_probe(
     probe = job.metrics["lr_probe"]
     assert [trial["lr"] for trial in probe["trials"]] == candidate_rates(64)
     assert job.metrics["peak_lr"] == probe["chosen_lr"]
+    # The digits CNN has no LayerNorm: "auto" fine-tunes it with SGD, and says so.
+    assert job.metrics["optimizer"] == "sgd" == job.manifest["optimizer"]
     assert probe["gradient_passes"] > 0 and probe["budget_fraction"] > 0
     # Training ran at the chosen rate: the schedule peaks at it at the end of epoch 1 of 2.
     assert job.metrics["epochs"][0]["lr"] <= probe["chosen_lr"] * 1.0001
@@ -31,7 +33,7 @@ def test_a_job_without_peak_lr_probes_and_reports_the_probe(
     assert len(events) == 1 and f"peak_lr {probe['chosen_lr']:.3g}" in events[0].message
     assert "of the training's" in events[0].message
     html = render_report(job)
-    assert 'id="learning-rate"' in html and f"{len(BASE_RATES)}" in html
+    assert 'id="learning-rate"' in html and f"{len(BASE_RATES['sgd'])}" in html
 
 
 def test_an_absurd_rate_is_stepped_back_stopped_early_and_not_improved(
