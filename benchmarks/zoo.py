@@ -19,7 +19,8 @@ flip; then that same pretrained model is hardened once with the *defaults* (Fine
 only `epochs`, `seed` and `peak_lr=None` set: the engine picks the peak rate with a short probe)
 and once per *fixed* peak rate of the grid (the defaults otherwise), so every comparison is
 paired. The grid is the probe's own for the optimizer the defaults fine-tune the model with
-(core.robust.optimizers: SGD for the BatchNorm networks, AdamW for ConvNeXt and the ViT). Data: digits32's training images minus a fixed, seeded 10% validation holdout
+(core.robust.optimizers: SGD for the BatchNorm networks, AdamW for ConvNeXt and the ViT).
+Data: digits32's training images minus a fixed, seeded 10% validation holdout
 (`with_validation`, split seed 1234: the best-epoch choice), optionally a seeded subset of the
 rest; every reported accuracy is on the test split. Threat: Linf 8/255, training attack PGD
 with the size's steps (5 by default: CPU budget), evaluation PGD-20 (one restart, seed 0).
