@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -64,12 +64,24 @@ def fast_lease_settings(**overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
+def migrated_embedded_settings(folder: Path) -> Settings:
+    """The embedded configuration (SQLite, filesystem broker, local artifacts) in `folder`,
+    migrated."""
+    settings = fast_lease_settings(data_dir=folder / "data")
+    upgrade_database(settings)
+    return settings
+
+
 @pytest.fixture()
 def embedded_settings(tmp_path: Path) -> Settings:
     """The embedded configuration (SQLite, filesystem broker, local artifacts), migrated."""
-    settings = fast_lease_settings(data_dir=tmp_path / "data")
-    upgrade_database(settings)
-    return settings
+    return migrated_embedded_settings(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def make_embedded_settings() -> Callable[[Path], Settings]:
+    """migrated_embedded_settings, for fixtures of a wider scope than embedded_settings'."""
+    return migrated_embedded_settings
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import pytest
 import torch
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from http_checks import upload_model
+from http_checks import store_model, upload_model
 from torch import nn
 
 from api.app import create_app
@@ -142,3 +142,11 @@ def uploaded_model(
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+@pytest.fixture()
+def stored_model(
+    context: ServiceContext, headers: dict[str, str], model_files: dict[str, Path]
+) -> dict[str, Any]:
+    """alice's digits model, in the store and the database (see store_model)."""
+    return store_model(context, headers, model_files["state_dict"])

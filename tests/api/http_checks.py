@@ -12,11 +12,16 @@ import httpx
 import numpy as np
 import torch
 from fastapi.testclient import TestClient
+from model_rows import register_digits_model
 from sqlalchemy import func, select
 from torch import nn
 
+from api.schemas import ModelOut
+from core import catalog
+from core.auth import authenticate
 from core.context import ServiceContext
 from core.robust.data import DatasetSplits
+from core.robust.modelio import detect_format
 
 DIGITS_FIELDS = {"architecture": "builtin:digits_cnn", "num_classes": "10", "input_shape": "1,8,8"}
 
@@ -30,6 +35,29 @@ def upload_model(
         return client.post(
             "/v1/models", headers=headers, files={"file": (path.name, handle)}, data=form
         )
+
+
+def store_model(
+    context: ServiceContext, headers: dict[str, str], path: Path, *, name: str = "digits"
+) -> dict[str, Any]:
+    """The digits CNN file at `path` (a state_dict or safetensors file of builtin:digits_cnn)
+    put in the artifact store and the database as an accepted upload leaves it, for the owner
+    of `headers`' key: the model's API body. For the tests of what is done with a model (jobs,
+    events, keys, listing); the upload itself, whose check starts a sandboxed child that
+    imports torch (seconds each), is tested in test_api_models and the refused and sandboxed
+    uploads."""
+    with context.sessions() as session:
+        owner = authenticate(session, headers["Authorization"].removeprefix("Bearer "))
+    row = register_digits_model(
+        context,
+        owner.id,
+        path,
+        name=name,
+        format=detect_format(path),
+        architecture="builtin:digits_cnn",
+    )
+    with context.sessions() as session:
+        return ModelOut.of(catalog.get_model(session, owner.id, row.id)).model_dump(mode="json")
 
 
 def npz_bytes(digits: DatasetSplits, *, channels: int = 1) -> bytes:

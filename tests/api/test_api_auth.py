@@ -38,9 +38,9 @@ def test_revoked_key_gets_401(client: TestClient, context: ServiceContext):
 
 
 def test_other_owner_gets_404_for_a_model(
-    client: TestClient, uploaded_model: dict[str, Any], other_headers: dict[str, str]
+    client: TestClient, stored_model: dict[str, Any], other_headers: dict[str, str]
 ):
-    model_id = uploaded_model["id"]
+    model_id = stored_model["id"]
     for method, path in [
         ("GET", f"/v1/models/{model_id}"),
         ("GET", f"/v1/models/{model_id}/content"),
@@ -52,20 +52,20 @@ def test_other_owner_gets_404_for_a_model(
 
 
 def test_other_owner_cannot_use_a_model_in_a_job(
-    client: TestClient, uploaded_model: dict[str, Any], other_headers: dict[str, str]
+    client: TestClient, stored_model: dict[str, Any], other_headers: dict[str, str]
 ):
-    response = client.post("/v1/jobs", headers=other_headers, json=job_body(uploaded_model["id"]))
+    response = client.post("/v1/jobs", headers=other_headers, json=job_body(stored_model["id"]))
     error = assert_error(response, 422)
     assert error["field"] == "model_id"
 
 
 def test_other_owner_gets_404_for_a_job(
     client: TestClient,
-    uploaded_model: dict[str, Any],
+    stored_model: dict[str, Any],
     headers: dict[str, str],
     other_headers: dict[str, str],
 ):
-    job = client.post("/v1/jobs", headers=headers, json=job_body(uploaded_model["id"])).json()
+    job = client.post("/v1/jobs", headers=headers, json=job_body(stored_model["id"])).json()
     for method, path in [
         ("GET", f"/v1/jobs/{job['id']}"),
         ("POST", f"/v1/jobs/{job['id']}/cancel"),
@@ -83,7 +83,7 @@ def test_other_owner_gets_404_for_a_dataset(
     headers: dict[str, str],
     other_headers: dict[str, str],
     digits: DatasetSplits,
-    uploaded_model: dict[str, Any],
+    stored_model: dict[str, Any],
 ):
     response = client.post(
         "/v1/datasets",
@@ -99,6 +99,6 @@ def test_other_owner_gets_404_for_a_dataset(
     listed = client.get("/v1/datasets", headers=other_headers).json()["items"]
     assert dataset_id not in [item["id"] for item in listed]
     # Nor can their jobs read it.
-    other_model = uploaded_model["id"]  # alice's model: mallory's job fails on the model first
+    other_model = stored_model["id"]  # alice's model: mallory's job fails on the model first
     body = job_body(other_model, dataset=dataset_id)
     assert_error(client.post("/v1/jobs", headers=other_headers, json=body), 422)

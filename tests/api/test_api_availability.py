@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "worker"))
 
 from api_server import ApiServer
-from http_checks import job_body, upload_model
+from http_checks import job_body, store_model, upload_model
 from worker_harness import worker_settings
 
 from core import auth
@@ -118,11 +118,16 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def queued_job(client: httpx.Client, key: str, model_file: Path) -> str:
-    """A job of `key`'s owner that stays queued (no worker runs here): its stream stays open."""
-    model = upload_model(client, bearer(key), model_file)  # type: ignore[arg-type]
-    assert model.status_code == 201, model.text
-    job = client.post("/v1/jobs", headers=bearer(key), json=job_body(model.json()["id"]))
+def queued_job(service: Service, client: httpx.Client, key: str, model_file: Path) -> str:
+    """A job of `key`'s owner that stays queued (no worker runs here): its stream stays open.
+    Its model is put in the server's store and database directly (http_checks.store_model):
+    these tests' uploads are the ones they time or refuse."""
+    context = ServiceContext.build(service.settings)
+    try:
+        model = store_model(context, bearer(key), model_file)
+    finally:
+        context.engine.dispose()
+    job = client.post("/v1/jobs", headers=bearer(key), json=job_body(model["id"]))
     assert job.status_code == 202, job.text
     job_id: str = job.json()["id"]
     return job_id
@@ -238,8 +243,8 @@ def test_fifty_streams_and_six_stalled_uploads_leave_another_owner_fast(
 ):
     noisy, quiet = busy.new_key(), busy.new_key()
     with busy.client_and_sockets() as (client, sockets):
-        noisy_job = queued_job(client, noisy, model_files["state_dict"])
-        quiet_job = queued_job(client, quiet, model_files["state_dict"])
+        noisy_job = queued_job(busy, client, noisy, model_files["state_dict"])
+        quiet_job = queued_job(busy, client, quiet, model_files["state_dict"])
 
         # 50 streams at once: every request is sent before any answer is read.
         streams = [connect(busy, sockets) for _ in range(50)]
@@ -284,7 +289,7 @@ def test_stream_cap_answers_429_and_a_disconnect_frees_its_slot(
 ):
     key = busy.new_key()
     with busy.client_and_sockets() as (client, sockets):
-        job_id = queued_job(client, key, model_files["state_dict"])
+        job_id = queued_job(busy, client, key, model_files["state_dict"])
         opened = [open_stream(busy, sockets, key, job_id) for _ in range(64)]
         assert {start.status for _, start in opened} == {200}
 

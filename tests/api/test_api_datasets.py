@@ -90,7 +90,7 @@ def test_builtin_dataset_is_shown_by_name(client: TestClient, headers: dict[str,
 def test_job_on_an_uploaded_dataset_that_fits(
     client: TestClient,
     headers: dict[str, str],
-    uploaded_model: dict[str, Any],
+    stored_model: dict[str, Any],
     digits: DatasetSplits,
 ):
     fits = client.post(
@@ -99,9 +99,9 @@ def test_job_on_an_uploaded_dataset_that_fits(
     rgb = client.post(
         "/v1/datasets", headers=headers, files={"file": ("rgb.npz", npz_bytes(digits, channels=3))}
     ).json()
-    body = job_body(uploaded_model["id"], dataset=fits["id"])
+    body = job_body(stored_model["id"], dataset=fits["id"])
     assert client.post("/v1/jobs", headers=headers, json=body).status_code == 202
-    body = job_body(uploaded_model["id"], dataset=rgb["id"])
+    body = job_body(stored_model["id"], dataset=rgb["id"])
     error = assert_error(client.post("/v1/jobs", headers=headers, json=body), 422)
     assert error["field"] == "dataset" and "[3, 8, 8]" in error["message"]
     # A dataset a queued job reads cannot be deleted; one no job reads can.

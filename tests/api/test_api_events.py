@@ -32,9 +32,9 @@ def cancel_in_core(context: ServiceContext, job: Job) -> None:
 
 
 def test_events_are_paged_in_order(
-    client: TestClient, headers: dict[str, str], uploaded_model: dict[str, Any]
+    client: TestClient, headers: dict[str, str], stored_model: dict[str, Any]
 ):
-    job_id = create_job(client, headers, uploaded_model)
+    job_id = create_job(client, headers, stored_model)
     client.post(f"/v1/jobs/{job_id}/cancel", headers=headers)
     first = client.get(f"/v1/jobs/{job_id}/events", headers=headers, params={"limit": 1}).json()
     assert [event["type"] for event in first["items"]] == ["queued"]
@@ -67,9 +67,9 @@ def test_sse_stream_follows_a_job_until_it_ends(
     client: TestClient,
     headers: dict[str, str],
     context: ServiceContext,
-    uploaded_model: dict[str, Any],
+    stored_model: dict[str, Any],
 ):
-    job_id = create_job(client, headers, uploaded_model)
+    job_id = create_job(client, headers, stored_model)
     with context.sessions() as session:
         job = session.get(Job, job_id)
         assert job is not None
@@ -94,9 +94,9 @@ def test_a_stream_that_ended_gives_its_slot_back(
     app_factory: Callable[..., TestClient],
     client: TestClient,
     headers: dict[str, str],
-    uploaded_model: dict[str, Any],
+    stored_model: dict[str, Any],
 ):
-    job_id = create_job(client, headers, uploaded_model)
+    job_id = create_job(client, headers, stored_model)
     client.post(f"/v1/jobs/{job_id}/cancel", headers=headers)
     one_stream = app_factory(max_event_streams_per_owner=1)
     url = f"/v1/jobs/{job_id}/events"
@@ -146,9 +146,9 @@ def test_checkpoints_list_and_download(
     client: TestClient,
     headers: dict[str, str],
     context: ServiceContext,
-    uploaded_model: dict[str, Any],
+    stored_model: dict[str, Any],
 ):
-    job_id = create_job(client, headers, uploaded_model)
+    job_id = create_job(client, headers, stored_model)
     assert client.get(f"/v1/jobs/{job_id}/checkpoints", headers=headers).json()["items"] == []
     write_epoch(context, job_id, 1, b"weights of epoch one")
 

@@ -22,10 +22,10 @@ def test_job_is_created_with_defaults_filled_and_enqueued(
     client: TestClient,
     headers: dict[str, str],
     context: ServiceContext,
-    uploaded_model: dict[str, Any],
+    stored_model: dict[str, Any],
     enqueued: list[str],
 ):
-    body = {"kind": "harden", "model_id": uploaded_model["id"], "dataset": "builtin:digits"}
+    body = {"kind": "harden", "model_id": stored_model["id"], "dataset": "builtin:digits"}
     response = client.post("/v1/jobs", headers=headers, json=body)
     assert response.status_code == 202, response.text
     job = response.json()
@@ -110,10 +110,10 @@ def test_each_evaluation_preset_is_accepted_and_stored(
     client: TestClient,
     headers: dict[str, str],
     context: ServiceContext,
-    uploaded_model: dict[str, Any],
+    stored_model: dict[str, Any],
     attack: str,
 ):
-    body = job_body(uploaded_model["id"], evaluation={"attack": attack})
+    body = job_body(stored_model["id"], evaluation={"attack": attack})
     response = client.post("/v1/jobs", headers=headers, json=body)
 
     assert response.status_code == 202, response.text
@@ -124,9 +124,9 @@ def test_each_evaluation_preset_is_accepted_and_stored(
 
 
 def test_the_default_evaluation_preset_is_the_standard_ensemble(
-    client: TestClient, headers: dict[str, str], uploaded_model: dict[str, Any]
+    client: TestClient, headers: dict[str, str], stored_model: dict[str, Any]
 ):
-    response = client.post("/v1/jobs", headers=headers, json=job_body(uploaded_model["id"]))
+    response = client.post("/v1/jobs", headers=headers, json=job_body(stored_model["id"]))
 
     assert response.status_code == 202, response.text
     assert response.json()["evaluation"]["attack"] == "standard"
@@ -136,10 +136,10 @@ def test_the_deprecated_autoattack_flag_is_stored_as_the_autoattack_preset(
     client: TestClient,
     headers: dict[str, str],
     context: ServiceContext,
-    uploaded_model: dict[str, Any],
+    stored_model: dict[str, Any],
 ):
     for evaluation in ({"autoattack": True}, {"attack": "autoattack", "autoattack": True}):
-        body = job_body(uploaded_model["id"], evaluation=evaluation)
+        body = job_body(stored_model["id"], evaluation=evaluation)
         response = client.post("/v1/jobs", headers=headers, json=body)
 
         assert response.status_code == 202, response.text
@@ -160,9 +160,9 @@ def test_the_autoattack_flag_beside_another_preset_is_422_naming_the_conflict(
 
 
 def test_evaluation_epsilons_are_bounded_by_the_threat_norm(
-    client: TestClient, headers: dict[str, str], uploaded_model: dict[str, Any]
+    client: TestClient, headers: dict[str, str], stored_model: dict[str, Any]
 ):
-    body = job_body(uploaded_model["id"], evaluation={"epsilons": [0.1, 2.0]})
+    body = job_body(stored_model["id"], evaluation={"epsilons": [0.1, 2.0]})
     error = assert_error(client.post("/v1/jobs", headers=headers, json=body), 422)
     assert error["field"] == "evaluation.epsilons[1]"
     body["threat_model"] = {"norm": "l2", "epsilon": 1.0}
@@ -170,22 +170,22 @@ def test_evaluation_epsilons_are_bounded_by_the_threat_norm(
 
 
 def test_bound_is_named_in_the_message(
-    client: TestClient, headers: dict[str, str], uploaded_model: dict[str, Any]
+    client: TestClient, headers: dict[str, str], stored_model: dict[str, Any]
 ):
-    body = job_body(uploaded_model["id"], hyperparameters={"epochs": 500})
+    body = job_body(stored_model["id"], hyperparameters={"epochs": 500})
     error = assert_error(client.post("/v1/jobs", headers=headers, json=body), 422)
     assert "200" in error["message"] and "500" in error["message"]
 
 
 def test_missing_model_and_misfit_dataset_are_422_naming_them(
-    client: TestClient, headers: dict[str, str], uploaded_model: dict[str, Any]
+    client: TestClient, headers: dict[str, str], stored_model: dict[str, Any]
 ):
     missing = client.post("/v1/jobs", headers=headers, json=job_body("mdl_0000"))
     assert assert_error(missing, 422)["field"] == "model_id"
-    misfit = job_body(uploaded_model["id"], dataset="builtin:cifar10")
+    misfit = job_body(stored_model["id"], dataset="builtin:cifar10")
     error = assert_error(client.post("/v1/jobs", headers=headers, json=misfit), 422)
     assert error["field"] == "dataset" and "[3, 32, 32]" in error["message"]
-    unknown = job_body(uploaded_model["id"], dataset="ds_nope")
+    unknown = job_body(stored_model["id"], dataset="ds_nope")
     assert assert_error(client.post("/v1/jobs", headers=headers, json=unknown), 422)["field"] == (
         "dataset"
     )
@@ -194,18 +194,18 @@ def test_missing_model_and_misfit_dataset_are_422_naming_them(
 def test_idempotency_key_replays_the_same_job_once(
     client: TestClient,
     headers: dict[str, str],
-    uploaded_model: dict[str, Any],
+    stored_model: dict[str, Any],
     enqueued: list[str],
 ):
     keyed = {**headers, "Idempotency-Key": "retry-me"}
-    body = job_body(uploaded_model["id"])
+    body = job_body(stored_model["id"])
     first = client.post("/v1/jobs", headers=keyed, json=body)
     again = client.post("/v1/jobs", headers=keyed, json=body)
     assert first.status_code == 202 and again.status_code == 200
     assert again.json()["id"] == first.json()["id"]
     assert again.headers["Idempotent-Replayed"] == "true"
     assert enqueued == [first.json()["id"]]  # no second message
-    changed = job_body(uploaded_model["id"], seed=1)
+    changed = job_body(stored_model["id"], seed=1)
     assert_error(client.post("/v1/jobs", headers=keyed, json=changed), 409, "conflict")
     unkeyed = client.post("/v1/jobs", headers=headers, json=body)
     assert unkeyed.json()["id"] != first.json()["id"]
@@ -213,10 +213,10 @@ def test_idempotency_key_replays_the_same_job_once(
 
 
 def test_jobs_list_in_pages_and_by_status(
-    client: TestClient, headers: dict[str, str], uploaded_model: dict[str, Any]
+    client: TestClient, headers: dict[str, str], stored_model: dict[str, Any]
 ):
     ids = [
-        client.post("/v1/jobs", headers=headers, json=job_body(uploaded_model["id"])).json()["id"]
+        client.post("/v1/jobs", headers=headers, json=job_body(stored_model["id"])).json()["id"]
         for _ in range(3)
     ]
     first = client.get("/v1/jobs", headers=headers, params={"limit": 2}).json()
@@ -235,9 +235,9 @@ def test_jobs_list_in_pages_and_by_status(
 
 
 def test_cancel_of_a_queued_job_is_immediate_and_once(
-    client: TestClient, headers: dict[str, str], uploaded_model: dict[str, Any]
+    client: TestClient, headers: dict[str, str], stored_model: dict[str, Any]
 ):
-    job = client.post("/v1/jobs", headers=headers, json=job_body(uploaded_model["id"])).json()
+    job = client.post("/v1/jobs", headers=headers, json=job_body(stored_model["id"])).json()
     response = client.post(f"/v1/jobs/{job['id']}/cancel", headers=headers)
     assert response.status_code == 202
     cancelled = response.json()
@@ -250,9 +250,9 @@ def test_cancel_of_a_running_job_is_requested(
     client: TestClient,
     headers: dict[str, str],
     context: ServiceContext,
-    uploaded_model: dict[str, Any],
+    stored_model: dict[str, Any],
 ):
-    job = client.post("/v1/jobs", headers=headers, json=job_body(uploaded_model["id"])).json()
+    job = client.post("/v1/jobs", headers=headers, json=job_body(stored_model["id"])).json()
     claimed = claim_job(
         context.sessions, job["id"], worker_id="test-worker", lease_seconds=60, max_attempts=3
     )

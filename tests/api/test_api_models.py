@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from http_checks import assert_error, job_body, stored_files, upload_model
+from http_checks import assert_error, job_body, store_model, stored_files, upload_model
 
 from core.context import ServiceContext
 from core.robust.modelio import load_model
@@ -134,10 +134,13 @@ def test_download_round_trip_with_etag_304_and_ranges(
 
 
 def test_models_list_in_pages(
-    client: TestClient, headers: dict[str, str], model_files: dict[str, Path]
+    client: TestClient,
+    headers: dict[str, str],
+    context: ServiceContext,
+    model_files: dict[str, Path],
 ):
     created = [
-        upload_model(client, headers, model_files["safetensors"], name=f"m{i}").json()["id"]
+        store_model(context, headers, model_files["safetensors"], name=f"m{i}")["id"]
         for i in range(3)
     ]
     first = client.get("/v1/models", headers=headers, params={"limit": 2}).json()
@@ -168,9 +171,9 @@ def test_delete_removes_row_and_file(
 
 
 def test_delete_of_a_model_a_queued_job_uses_is_409(
-    client: TestClient, headers: dict[str, str], uploaded_model: dict[str, Any]
+    client: TestClient, headers: dict[str, str], stored_model: dict[str, Any]
 ):
-    model_id = uploaded_model["id"]
+    model_id = stored_model["id"]
     job = client.post("/v1/jobs", headers=headers, json=job_body(model_id)).json()
     assert_error(client.delete(f"/v1/models/{model_id}", headers=headers), 409, "conflict")
     client.post(f"/v1/jobs/{job['id']}/cancel", headers=headers)

@@ -88,14 +88,14 @@ def test_upload_and_download_errors_are_in_the_schema(
     client: TestClient,
     headers: dict[str, str],
     model_files: dict[str, Path],
-    uploaded_model: dict[str, Any],
+    stored_model: dict[str, Any],
 ):
     small = app_factory(max_model_bytes=1000)
     too_large = upload_model(small, headers, model_files["state_dict"])
     assert_error(too_large, 413, "too_large")
     assert_documented(app, "POST", "/v1/models", too_large)
 
-    content = f"/v1/models/{uploaded_model['id']}/content"
+    content = f"/v1/models/{stored_model['id']}/content"
     outside = client.get(content, headers={**headers, "Range": "bytes=999999999-"})
     assert_error(outside, 416, "range_not_satisfiable")
     assert_documented(app, "GET", "/v1/models/{model_id}/content", outside)
@@ -109,13 +109,13 @@ def test_upload_and_download_errors_are_in_the_schema(
 
 
 def test_an_idempotency_key_reused_with_another_body_is_a_documented_409(
-    app: FastAPI, client: TestClient, headers: dict[str, str], uploaded_model: dict[str, Any]
+    app: FastAPI, client: TestClient, headers: dict[str, str], stored_model: dict[str, Any]
 ):
     keyed = {**headers, "Idempotency-Key": "retry-1"}
-    first = client.post("/v1/jobs", headers=keyed, json=job_body(uploaded_model["id"]))
+    first = client.post("/v1/jobs", headers=keyed, json=job_body(stored_model["id"]))
     assert first.status_code == 202, first.text
     assert_documented(app, "POST", "/v1/jobs", first)
-    clash = client.post("/v1/jobs", headers=keyed, json=job_body(uploaded_model["id"], seed=1))
+    clash = client.post("/v1/jobs", headers=keyed, json=job_body(stored_model["id"], seed=1))
     assert_error(clash, 409, "conflict")
     assert_documented(app, "POST", "/v1/jobs", clash)
 

@@ -50,11 +50,11 @@ def test_metrics_report_jobs_queue_epochs_and_request_latency(
     client: TestClient,
     headers: dict[str, str],
     context: ServiceContext,
-    uploaded_model: dict[str, Any],
+    stored_model: dict[str, Any],
 ):
-    job = client.post("/v1/jobs", headers=headers, json=job_body(uploaded_model["id"])).json()
+    job = client.post("/v1/jobs", headers=headers, json=job_body(stored_model["id"])).json()
     write_epoch(context, job["id"], 1, b"weights")
-    client.get(f"/v1/models/{uploaded_model['id']}", headers=headers)
+    client.get(f"/v1/models/{stored_model['id']}", headers=headers)
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
@@ -74,7 +74,7 @@ def test_metrics_report_jobs_queue_epochs_and_request_latency(
         'route="/v1/models/{model_id}",status="200"}'
     )
     assert metric_value(text, route_count) == 1
-    assert uploaded_model["id"] not in text
+    assert stored_model["id"] not in text
 
 
 def test_each_app_has_its_own_metrics(app_factory: Callable[..., TestClient]):

@@ -60,7 +60,7 @@ def test_generated_requests_never_get_a_server_error(app: FastAPI, headers: dict
 
 
 def test_generated_jobs_for_a_real_model_never_get_a_server_error(
-    app: FastAPI, headers: dict[str, str], uploaded_model: dict[str, Any]
+    app: FastAPI, headers: dict[str, str], stored_model: dict[str, Any]
 ):
     """Valid bodies pointed at a real model reach the deep end: normalization, the engine's
     own checks, the insert, the enqueue."""
@@ -74,7 +74,7 @@ def test_generated_jobs_for_a_real_model_never_get_a_server_error(
     @settings(BOUNDED, max_examples=60)
     def check(case: Any) -> None:
         if isinstance(case.body, dict):
-            case.body.update(model_id=uploaded_model["id"], dataset="builtin:digits")
+            case.body.update(model_id=stored_model["id"], dataset="builtin:digits")
         response = case.call(headers=headers)
         statuses.add(response.status_code)
         errors.append(response.text)

@@ -86,10 +86,24 @@ def run_robustify(robustify: str, cli_settings: Settings) -> RunRobustify:
     return run
 
 
-# -- a running embedded service (`robustify up` on a free port), one per test module ---------
+# -- a running embedded service (`robustify up` on a free port), one for the whole session ----
+#
+# Started by the first test that asks for it and stopped right after the last one (each start
+# imports torch in the API and in the worker, and each stop waits for the worker's warm
+# shutdown: seconds each, once instead of once per module). The tests that share it make their
+# own models and jobs and look only at those.
+
+_SHARED: list[RunningService] = []
+_LAST_USER: list[pytest.Item] = []
 
 
-@pytest.fixture(scope="module")
+def _stop_shared() -> None:
+    while _SHARED:
+        running = _SHARED.pop()
+        assert running.service.stop() == 0, running.service.log_tail()
+
+
+@pytest.fixture(scope="session")
 def running_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
     folder = tmp_path_factory.mktemp("service")
     service = EmbeddedService(
@@ -101,12 +115,46 @@ def running_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runnin
     service.start()
     try:
         service.wait_ready()
-        yield RunningService(service=service, api_key=service.create_api_key("tests"))
+        running = RunningService(service=service, api_key=service.create_api_key("tests"))
+    except BaseException:
+        service.stop()
+        raise
+    _SHARED.append(running)
+    try:
+        yield running
     finally:
-        assert service.stop() == 0, service.log_tail()
+        _stop_shared()
 
 
-@pytest.fixture(scope="module")
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    users = [item for item in items if "running_service" in getattr(item, "fixturenames", ())]
+    _LAST_USER[:] = users[-1:]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """After the last test that uses the running service: stop it (and check it stops
+    cleanly) then, not at the end of the whole session."""
+    if _LAST_USER and item is _LAST_USER[0]:
+        _stop_shared()
+
+
+@pytest.fixture(scope="session")
 def digits_model_file(tmp_path_factory: pytest.TempPathFactory, pretrained_cnn: nn.Module) -> Path:
     """The clean digits CNN as a user uploads it: a state_dict of builtin:digits_cnn."""
     return save_digits_model(pretrained_cnn, tmp_path_factory.mktemp("models") / "digits-cnn.pt")
+
+
+@pytest.fixture(scope="session")
+def model_id(running_service: RunningService, digits_model_file: Path) -> str:
+    """The digits model uploaded once to the running service, for the tests that use a model
+    already uploaded (each upload's check imports torch in a sandboxed child: seconds)."""
+    with running_service.client() as client:
+        model = client.upload_model(
+            digits_model_file,
+            input_shape=[1, 8, 8],
+            num_classes=10,
+            architecture="builtin:digits_cnn",
+        )
+    return model.id

@@ -70,17 +70,10 @@ def test_models_upload_prints_the_id_and_list_shows_it(
 
 
 def test_models_download_saves_the_same_bytes(
-    running_service: RunningService, digits_model_file: Path, tmp_path: Path
+    running_service: RunningService, model_id: str, digits_model_file: Path, tmp_path: Path
 ) -> None:
-    with running_service.client() as client:
-        model = client.upload_model(
-            digits_model_file,
-            input_shape=[1, 8, 8],
-            num_classes=10,
-            architecture="builtin:digits_cnn",
-        )
     destination = tmp_path / "copy.pt"
-    completed = running_service.run("models", "download", model.id, "-o", str(destination))
+    completed = running_service.run("models", "download", model_id, "-o", str(destination))
     assert completed.returncode == 0, output_of(completed)
     digest = hashlib.sha256(destination.read_bytes()).hexdigest()
     assert digest == hashlib.sha256(digits_model_file.read_bytes()).hexdigest()
@@ -124,18 +117,9 @@ def test_jobs_list_and_show_the_finished_job(
     assert "PGD-10 (eps 0.2)" in shown.stdout
 
 
-def test_jobs_cancel_stops_a_running_job(
-    running_service: RunningService, digits_model_file: Path
-) -> None:
-    with running_service.client() as client:
-        model = client.upload_model(
-            digits_model_file,
-            input_shape=[1, 8, 8],
-            num_classes=10,
-            architecture="builtin:digits_cnn",
-        )
+def test_jobs_cancel_stops_a_running_job(running_service: RunningService, model_id: str) -> None:
     created = running_service.run(
-        "harden", model.id, "--epochs", "200", "--epsilon", "0.2", "--max-samples", "50"
+        "harden", model_id, "--epochs", "200", "--epsilon", "0.2", "--max-samples", "50"
     )
     assert created.returncode == 0, output_of(created)
     job_id = created.stdout.strip().splitlines()[-1]
@@ -152,10 +136,10 @@ def test_jobs_cancel_stops_a_running_job(
 
 
 def test_an_absurd_peak_lr_does_not_end_improved_and_exits_3(
-    running_service: RunningService, digits_model_file: Path
+    running_service: RunningService, model_id: str
 ) -> None:
     completed = running_service.run(
-        "harden", str(digits_model_file), *DIGITS_UPLOAD_OPTIONS,
+        "harden", model_id,
         "--epsilon", "0.2", "--steps", "3", "--epochs", "2", "--peak-lr", "10",
         "--eval-steps", "5", "--max-samples", "100", "--watch",
     )  # fmt: skip

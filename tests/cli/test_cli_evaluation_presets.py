@@ -5,24 +5,11 @@ service; `--autoattack` beside another preset is refused before anything is sent
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import pytest
 from service_harness import RunningService
 
 from cli.sdk import Job
-
-
-@pytest.fixture(scope="module")
-def model_id(running_service: RunningService, digits_model_file: Path) -> str:
-    with running_service.client() as client:
-        model = client.upload_model(
-            digits_model_file,
-            input_shape=[1, 8, 8],
-            num_classes=10,
-            architecture="builtin:digits_cnn",
-        )
-    return model.id
 
 
 def created_job(

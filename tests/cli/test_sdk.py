@@ -65,6 +65,14 @@ def test_upload_list_get_download_round_trip_keeps_the_bytes(
     assert downloaded_progress[-1] == (size, size)
 
 
+@pytest.fixture(scope="module")
+def model(running_service: RunningService, digits_model_file: Path) -> Model:
+    """The digits model uploaded once, for the tests that only use a model already there (each
+    upload's check imports torch in a sandboxed child: seconds)."""
+    with running_service.client() as client:
+        return upload_digits(client, digits_model_file)
+
+
 def test_deleted_model_is_gone(running_service: RunningService, digits_model_file: Path) -> None:
     with running_service.client() as client:
         model = upload_digits(client, digits_model_file)
@@ -87,11 +95,9 @@ def test_bad_upload_raises_api_error_with_code_message_and_field(
 
 
 def test_another_owners_model_raises_not_found(
-    running_service: RunningService, digits_model_file: Path
+    running_service: RunningService, model: Model
 ) -> None:
     other_key = running_service.service.create_api_key("intruder", owner="someone-else")
-    with running_service.client() as client:
-        model = upload_digits(client, digits_model_file)
     with running_service.client(other_key) as intruder, pytest.raises(ApiError) as raised:
         intruder.get_model(model.id)
     assert (raised.value.status, raised.value.code) == (404, "not_found")
@@ -99,10 +105,9 @@ def test_another_owners_model_raises_not_found(
 
 
 def test_out_of_bounds_option_names_its_field(
-    running_service: RunningService, digits_model_file: Path
+    running_service: RunningService, model: Model
 ) -> None:
     with running_service.client() as client:
-        model = upload_digits(client, digits_model_file)
         with pytest.raises(ApiError) as raised:
             client.harden(
                 model.id,
@@ -151,13 +156,12 @@ def test_dataset_upload_list_get_delete(running_service: RunningService, tmp_pat
 
 @pytest.fixture(scope="module")
 def followed_job(
-    running_service: RunningService, digits_model_file: Path
+    running_service: RunningService, model: Model
 ) -> tuple[Job, list[Event], list[Job]]:
     """A short hardening job followed with `wait`: the ended job, its events, its progress."""
     events: list[Event] = []
     updates: list[Job] = []
     with running_service.client() as client:
-        model = upload_digits(client, digits_model_file)
         job = client.harden(
             model.id,
             dataset="builtin:digits",

@@ -38,5 +38,5 @@ def running_service(
         api.wait_healthy()
         yield api, worker
     finally:
-        worker.stop()
+        worker.kill()
         api.stop()

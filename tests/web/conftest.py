@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +40,38 @@ def owner(web_settings: Settings, pretrained_cnn: nn.Module) -> Iterator[Owner]:
     made.context.engine.dispose()
 
 
-@pytest.fixture()
-def page(tmp_path: Path) -> Iterator[Any]:
+@pytest.fixture(scope="module")
+def module_owner(
+    make_embedded_settings: Callable[[Path], Settings],
+    tmp_path_factory: pytest.TempPathFactory,
+    pretrained_cnn: nn.Module,
+) -> Iterator[Owner]:
+    """An owner like `owner`, in a configuration of its own shared by one module's tests: for
+    tests that only read what it holds, or add jobs of their own and look only at those."""
+    settings = worker_settings(make_embedded_settings(tmp_path_factory.mktemp("web")))
+    made = make_owner(settings, pretrained_cnn, "alice")
+    yield made
+    made.context.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium per module (a launch takes seconds); each test gets a fresh
+    context of its own (cookies, storage, downloads) from `page`."""
     if not CHROMIUM.exists():
         pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (as .ci/run does)")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context(
-            viewport={"width": 1280, "height": 1000}, accept_downloads=True
-        )
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            yield context.new_page()
+            yield launched
         finally:
-            context.close()
-            browser.close()
+            launched.close()
+
+
+@pytest.fixture()
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()

@@ -125,9 +125,17 @@ def test_report_of_a_cancelled_job_shows_the_epochs_its_checkpoints_recorded(
     assert percent(job.metrics["before"]["robust_accuracy"]) in table_row(html, "robust_accuracy")
 
 
-def test_report_of_an_evaluate_job_shows_the_one_evaluation(owner: Owner):
-    job = owner.run(owner.create_job(kind="evaluate"))
+@pytest.fixture(scope="module")
+def evaluated(module_owner: Owner) -> Job:
+    """An evaluate job run to its end, once for the tests that render reports from it (each
+    changes only copies of its metrics)."""
+    job = module_owner.run(module_owner.create_job(kind="evaluate"))
     assert job.status == "succeeded", job.error
+    return job
+
+
+def test_report_of_an_evaluate_job_shows_the_one_evaluation(evaluated: Job):
+    job = evaluated
 
     html = render_report(job)
 
@@ -170,8 +178,8 @@ def test_report_of_a_failed_job_shows_its_error(owner: Owner):
     assert job.error["code"] in html and owner.model.id in html
 
 
-def test_failed_sanity_check_is_shown_as_a_gradient_masking_warning(owner: Owner):
-    job = owner.run(owner.create_job(kind="evaluate"))
+def test_failed_sanity_check_is_shown_as_a_gradient_masking_warning(evaluated: Job):
+    job = evaluated
     before = dict(job.metrics["before"])
     before["checks"] = [dict(check) for check in before["checks"]]
     before["checks"][2].update(passed=False, detail="PGD: <0.9>, FGSM: 0.5")
@@ -197,9 +205,9 @@ def section(html: str, section_id: str) -> str:
     [("improved", "ok"), ("clean_dropped", "error"), ("not_improved", "warning")],
 )
 def test_banner_shows_the_verdict_and_is_green_only_over_an_improved_model(
-    owner: Owner, verdict: str, box: str
+    evaluated: Job, verdict: str, box: str
 ):
-    job = owner.run(owner.create_job(kind="evaluate"))
+    job = evaluated
     metrics = {**job.metrics, "after": job.metrics["before"], "verdict": verdict}
 
     html = render_report(job_view(job, kind="harden", metrics=metrics))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,15 +17,21 @@ from playwright.sync_api import expect
 from report_shapes import new_report, old_report
 from web_harness import Owner
 
-from core.config import Settings
 from core.db import transaction
 from core.tables import Job
 
 
 @pytest.fixture()
-def api(web_settings: Settings, tmp_path: Path) -> Iterator[ApiServer]:
-    """The API server alone: no worker, so the jobs stay as this test writes them."""
-    server = ApiServer(web_settings, tmp_path / "api.log")
+def owner(module_owner: Owner) -> Owner:
+    """One owner for this module's tests: each opens a job of its own, by id."""
+    return module_owner
+
+
+@pytest.fixture(scope="module")
+def api(module_owner: Owner, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """The API server alone, one for this module: no worker, so the jobs stay as the tests
+    write them."""
+    server = ApiServer(module_owner.settings, tmp_path_factory.mktemp("api") / "api.log")
     try:
         server.wait_healthy()
         yield server

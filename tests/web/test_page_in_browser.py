@@ -49,7 +49,7 @@ def service(web_settings: Settings, tmp_path: Path) -> Iterator[ApiServer]:
         api.wait_healthy()
         yield api
     finally:
-        worker.stop()
+        worker.kill()
         api.stop()
 
 

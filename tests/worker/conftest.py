@@ -3,7 +3,6 @@ and per configuration an owner with the digits model in its store (see worker_ha
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,16 +11,12 @@ from torch import nn
 from worker_harness import (
     Service,
     WorkerProcess,
-    store_digits_model,
+    build_service,
     with_private_queue,
     worker_settings,
 )
 
-from api.queue import JobQueue
-from core import auth
 from core.config import Settings
-from core.context import ServiceContext
-from core.db import transaction
 from core.sweeper import Sweeper
 
 
@@ -31,17 +26,7 @@ def make_service(pretrained_cnn: nn.Module) -> Iterator[Callable[[Settings], Ser
     built: list[Service] = []
 
     def make(settings: Settings) -> Service:
-        context = ServiceContext.build(settings)
-        with transaction(context.sessions) as session:
-            created = auth.create_key(session, owner_name=f"owner-{uuid.uuid4().hex[:6]}")
-            owner_id = created.record.owner_id
-        service = Service(
-            settings=settings,
-            context=context,
-            queue=JobQueue(settings),
-            owner_id=owner_id,
-            model=store_digits_model(context, owner_id, pretrained_cnn),
-        )
+        service = build_service(settings, pretrained_cnn)
         built.append(service)
         return service
 
@@ -52,7 +37,9 @@ def make_service(pretrained_cnn: nn.Module) -> Iterator[Callable[[Settings], Ser
 
 @pytest.fixture()
 def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]]:
-    """Starts real worker processes; every one still running is stopped at teardown."""
+    """Starts real worker processes; every one still running is killed at teardown: a warm
+    shutdown of an idle prefork worker spends about 5 s in Celery's own waits, and no test looks
+    at how its workers end (`robustify up`'s warm stop of its worker is tested in tests/cli)."""
     started: list[WorkerProcess] = []
 
     def start(settings: Settings) -> WorkerProcess:
@@ -62,7 +49,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]
 
     yield start
     for worker in started:
-        worker.stop()
+        worker.kill()
 
 
 @pytest.fixture()

@@ -8,16 +8,21 @@ import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import pytest
 import redis
 import torch
+from torch import nn
 from worker_harness import (
     Service,
     WorkerProcess,
+    build_service,
     harden_config,
     queued_job_ids,
     torch_threads,
     wait_for,
+    worker_settings,
 )
 
 from core.config import Settings
@@ -31,25 +36,46 @@ def state_of(service: Service, model_id: str | None) -> dict[str, torch.Tensor]:
     return service.load(service.model_row(model_id)).state_dict()
 
 
+RESUMED_EPOCHS = 4
+RESUMED_CONFIG = harden_config(epochs=RESUMED_EPOCHS, batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(
+    make_embedded_settings: Callable[[Path], Settings],
+    tmp_path_factory: pytest.TempPathFactory,
+    pretrained_cnn: nn.Module,
+) -> dict[str, torch.Tensor]:
+    """The weights of RESUMED_CONFIG's job run uninterrupted, in this process, on as many
+    threads as the workers: run once for both configurations below (the same config, seed and
+    model; the database and broker hold none of the training)."""
+    settings = worker_settings(make_embedded_settings(tmp_path_factory.mktemp("uninterrupted")))
+    service = build_service(settings, pretrained_cnn)
+    try:
+        reference_id = service.create_job(RESUMED_CONFIG, enqueue=False)
+        with torch_threads(settings.torch_threads or 1):
+            run_job(
+                reference_id,
+                settings=settings,
+                factory=service.context.sessions,
+                store=service.context.store,
+                worker_id="reference",
+            )
+        reference = service.job(reference_id)
+        assert reference.status == SUCCEEDED, reference.error
+        return state_of(service, reference.result_model_id)
+    finally:
+        service.context.engine.dispose()
+
+
 def test_killed_worker_resumes_from_last_checkpoint(
     any_service: Service,
+    uninterrupted: dict[str, torch.Tensor],
     start_worker: Callable[..., WorkerProcess],
     start_sweeper: Callable[[Service], Sweeper],
 ) -> None:
-    service, epochs = any_service, 4
-    config = harden_config(epochs=epochs, batch_size=32)
-    # The uninterrupted run of the same config and seed, in this process, on as many threads.
-    reference_id = service.create_job(config, enqueue=False)
-    with torch_threads(service.settings.torch_threads or 1):
-        run_job(
-            reference_id,
-            settings=service.settings,
-            factory=service.context.sessions,
-            store=service.context.store,
-            worker_id="reference",
-        )
-    assert service.job(reference_id).status == SUCCEEDED
-    job_id = service.create_job(config)
+    service, epochs = any_service, RESUMED_EPOCHS
+    job_id = service.create_job(RESUMED_CONFIG)
     start_sweeper(service)
     first = start_worker(service.settings)
     wait_for(lambda: service.checkpoints(job_id), timeout=240, what="a first checkpoint")
@@ -72,7 +98,6 @@ def test_killed_worker_resumes_from_last_checkpoint(
         attempt = 1 if checkpoint.epoch <= epochs_before_kill else 2
         assert f"/attempt-{attempt}/" in checkpoint.storage_key
     resumed = state_of(service, job.result_model_id)
-    uninterrupted = state_of(service, service.job(reference_id).result_model_id)
     assert resumed.keys() == uninterrupted.keys()
     for name, tensor in uninterrupted.items():
         assert torch.equal(resumed[name], tensor), f"{name} differs from the uninterrupted run"
@@ -154,7 +179,8 @@ def test_queued_jobs_survive_a_broker_restart(
     service = make_service(settings)
     assert settings.broker_url is not None
     broker = redis.Redis.from_url(settings.broker_url)
-    job_ids = [service.create_job(harden_config(epochs=2)) for _ in range(3)]
+    # One epoch each: what matters here is that each job is sent again and runs once.
+    job_ids = [service.create_job(harden_config(epochs=1)) for _ in range(3)]
     assert sorted(queued_job_ids(broker)) == sorted(job_ids)
 
     with redis_restarted(broker):

@@ -22,21 +22,20 @@ from typing import Any
 import pytest
 import redis
 import torch
+from model_rows import DIGITS_INPUT, register_digits_model
 from sqlalchemy import select
 from torch import nn
 
 from api.queue import JobQueue
-from core import jobs
+from core import auth, jobs
 from core.broker import JOBS_QUEUE
 from core.config import Settings
 from core.context import ServiceContext
 from core.db import transaction
-from core.ids import new_id
 from core.robust.modelio import RobustModel, load_model, model_from_module, save_model
 from core.tables import Checkpoint, Job, JobEvent, Model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DIGITS_INPUT = (1, 8, 8)
 # One torch thread in the workers: on two shared cores more threads only contend (and the
 # resumed-run test needs the same count in every process that trains).
 WORKER_TORCH_THREADS = 1
@@ -177,18 +176,6 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """SIGKILL to the whole group, parent and pool process at once (a machine lost)."""
-        self._signal_group(signal.SIGKILL)
-        self.popen.wait()
-        wait_for(lambda: not process_group(self.pid), timeout=10.0, what="the group to die")
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """A warm shutdown (SIGTERM to the parent), then SIGKILL to whatever is left."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
         self._signal_group(signal.SIGKILL)
         self.popen.wait()
         wait_for(lambda: not process_group(self.pid), timeout=10.0, what="the group to die")
@@ -346,6 +333,21 @@ class Service:
         return job
 
 
+def build_service(settings: Settings, net: nn.Module) -> Service:
+    """The Service of a configuration: an owner with an API key and `net` as their model."""
+    context = ServiceContext.build(settings)
+    with transaction(context.sessions) as session:
+        created = auth.create_key(session, owner_name=f"owner-{uuid.uuid4().hex[:6]}")
+        owner_id = created.record.owner_id
+    return Service(
+        settings=settings,
+        context=context,
+        queue=JobQueue(settings),
+        owner_id=owner_id,
+        model=store_digits_model(context, owner_id, net),
+    )
+
+
 def store_digits_model(context: ServiceContext, owner_id: str, net: nn.Module) -> Model:
     """The pretrained digits CNN as an uploaded state_dict, in the store and the database."""
     model = model_from_module(
@@ -357,8 +359,13 @@ def store_digits_model(context: ServiceContext, owner_id: str, net: nn.Module) -
     with tempfile.TemporaryDirectory() as folder:
         local = Path(folder) / "digits_cnn.pt"
         save_model(model, local)
-        return register_model(
-            context, owner_id, local, format="state_dict", architecture="builtin:digits_cnn"
+        return register_digits_model(
+            context,
+            owner_id,
+            local,
+            name="digits-state_dict",
+            format="state_dict",
+            architecture="builtin:digits_cnn",
         )
 
 
@@ -370,36 +377,11 @@ def store_torchscript_model(
     with tempfile.TemporaryDirectory() as folder:
         local = Path(folder) / "model.pt"
         torch.jit.save(scripted, str(local))
-        return register_model(context, owner_id, local, format="torchscript", architecture=None)
-
-
-def register_model(
-    context: ServiceContext,
-    owner_id: str,
-    local: Path,
-    *,
-    format: str,
-    architecture: str | None,
-) -> Model:
-    model_id = new_id("mdl")
-    key = f"models/{model_id}/model"
-    stored = context.store.put_file(key, local)
-    row = Model(
-        id=model_id,
-        owner_id=owner_id,
-        name=f"digits-{format}",
-        format=format,
-        architecture=architecture,
-        input_shape=list(DIGITS_INPUT),
-        num_classes=10,
-        mean=None,
-        std=None,
-        sha256=stored.sha256,
-        size_bytes=stored.size_bytes,
-        storage_key=key,
-        source_job_id=None,
-        warnings=[],
-    )
-    with transaction(context.sessions) as session:
-        session.add(row)
-    return row
+        return register_digits_model(
+            context,
+            owner_id,
+            local,
+            name="digits-torchscript",
+            format="torchscript",
+            architecture=None,
+        )

@@ -1,0 +1,47 @@
+"""A model put in the artifact store and the database as an accepted upload leaves it, without
+the upload's sandboxed check (which starts a child that imports torch: seconds each). For the
+tests of what is done with a model; the upload itself is tested in tests/api."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core import catalog
+from core.context import ServiceContext
+from core.ids import new_id
+from core.tables import Model
+
+DIGITS_INPUT = (1, 8, 8)
+
+
+def register_digits_model(
+    context: ServiceContext,
+    owner_id: str,
+    local: Path,
+    *,
+    name: str,
+    format: str,
+    architecture: str | None,
+) -> Model:
+    """The digits CNN file at `local` stored under a new model id for `owner_id`: its row."""
+    model_id = new_id("mdl")
+    key = catalog.model_key(model_id)
+    stored = context.store.put_file(key, local)
+    row = Model(
+        id=model_id,
+        owner_id=owner_id,
+        name=name,
+        format=format,
+        architecture=architecture,
+        input_shape=list(DIGITS_INPUT),
+        num_classes=10,
+        mean=None,
+        std=None,
+        sha256=stored.sha256,
+        size_bytes=stored.size_bytes,
+        storage_key=key,
+        source_job_id=None,
+        warnings=[],
+    )
+    catalog.insert_row(context.sessions, row)
+    return row
