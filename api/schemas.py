@@ -35,9 +35,16 @@ from core.verdict import VERDICTS
 
 T = TypeVar("T")
 
-FINETUNE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}
-THREAT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ThreatModel)}
-EVALUATION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(EvaluationSettings)}
+
+def _defaults(cls: type) -> dict[str, Any]:
+    """A dataclass's field defaults by name (typed Any: a field's default is typed "value or
+    MISSING", and every field of these has one)."""
+    return {f.name: f.default for f in dataclasses.fields(cls)}
+
+
+FINETUNE_DEFAULTS = _defaults(FinetuneConfig)
+THREAT_DEFAULTS = _defaults(ThreatModel)
+EVALUATION_DEFAULTS = _defaults(EvaluationSettings)
 MAX_EPSILON = {"linf": 1.0, "l2": 100.0}
 # Ids are ours (`mdl_…`, `builtin:digits`): anything else can only be not found, and must never
 # reach a query as text PostgreSQL refuses (a NUL byte).

@@ -51,10 +51,9 @@ SCRATCH = "Scratch PGD-AT"
 
 def configs(quick: bool, aft_peak_lr: float | None = None) -> dict[str, FinetuneConfig]:
     short, long = (4, 8) if quick else (10, 30)
-    aft = {} if aft_peak_lr is None else {"peak_lr": aft_peak_lr}
     return {
-        AFT: FinetuneConfig(epochs=short, **aft),
-        AFT_LONG: FinetuneConfig(epochs=long, **aft),
+        AFT: FinetuneConfig(epochs=short, peak_lr=aft_peak_lr),
+        AFT_LONG: FinetuneConfig(epochs=long, peak_lr=aft_peak_lr),
         SCRATCH: FinetuneConfig(
             epochs=long, schedule="piecewise", peak_lr=0.1, epsilon_rampup_fraction=0.2
         ),

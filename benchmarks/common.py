@@ -202,6 +202,7 @@ def _cpu_model() -> str:
 
 
 def machine_info() -> dict[str, Any]:
+    usable: int | None
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:

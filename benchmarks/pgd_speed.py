@@ -175,8 +175,9 @@ def run_case(case: Case, warmup: int) -> dict[str, Any]:
         model = pretrained_digits_cnn(0).model
     else:
         torch.manual_seed(0)
+        channels, height, width = case.x.shape[1:]
         model = build_architecture(
-            case.architecture, input_shape=tuple(case.x.shape[1:]), num_classes=case.num_classes
+            case.architecture, input_shape=(channels, height, width), num_classes=case.num_classes
         )
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=5e-4)
     model_state = copy.deepcopy(model.state_dict())

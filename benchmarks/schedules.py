@@ -168,8 +168,8 @@ def main() -> None:
         rows,
     )
     ranking.sort(key=lambda item: item[0], reverse=True)
-    eligible = [item for item in ranking if item[2]]
-    winner = eligible[0] if eligible else None
+    kept = [item for item in ranking if item[2]]
+    winner = kept[0] if kept else None
 
     payload: dict[str, Any] = {
         "setup": {
@@ -238,8 +238,8 @@ def main() -> None:
         + ", ".join(f"{k}={v!r}" for k, v in fields.items())
         + f", epochs={epochs}"
     )
-    if len(eligible) > 1:
-        runner_up = eligible[1]
+    if len(kept) > 1:
+        runner_up = kept[1]
         gap = 100 * (winner[0] - runner_up[0])
         _, winner_std = mean_and_spread([r["robust"] for r in results[winner[1]]])
         print(
