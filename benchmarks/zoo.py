@@ -289,6 +289,8 @@ def harden(
         "harden_seconds": seconds,
         "best_epoch": result.best_epoch,
         "best_meets_clean_constraint": result.best_meets_clean_constraint,
+        # The mix with the starting weights handed back when no epoch kept clean accuracy.
+        "interpolation": _plain(result.interpolation) if result.interpolation else None,
         "val_clean_by_epoch": [m.val_clean_accuracy for m in result.history],
         "val_robust_by_epoch": [m.val_robust_accuracy for m in result.history],
     }
@@ -329,7 +331,7 @@ def run_architecture(
         for label, peak_lr in plan:
             cached = (
                 CACHE_DIR
-                / f"{name}-seed{seed}-{size_tag(size)}-e{epochs}-{optimizer}-lr{label}.json"
+                / f"{name}-seed{seed}-{size_tag(size)}-e{epochs}-{optimizer}-lr{label}-wi.json"
             )
             if peak_lr is not None and use_cache and cached.exists():
                 record = json.loads(cached.read_text())

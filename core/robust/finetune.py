@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.robust.attacks import eval_mode, pgd
+from core.robust.batchnorm import has_batchnorm, recalibrate_batchnorm
 from core.robust.checkpoint import CHECKPOINT_FORMAT, Checkpoint
 from core.robust.data import ImageDataset
 from core.robust.errors import InvalidConfig, TrainingDiverged
@@ -34,6 +35,7 @@ from core.robust.guards import (
     Reason,
     describe,
 )
+from core.robust.interpolation import Interpolation, search_line
 from core.robust.lr_probe import (
     LrProbe,
     ProbePlan,
@@ -81,10 +83,13 @@ class FinetuneConfig:
     val_attack_steps: int = 10
     val_max_samples: int = 500
     # The best epoch must keep validation clean accuracy >= the starting model's - this; when no
-    # epoch does, the one with the highest validation clean accuracy is returned instead.
+    # epoch does, the most robust one is the end of the line searched by weight_interpolation.
     max_clean_drop: float = 0.03
     # Step back from (and at last stop on) a climbing loss or a collapsed clean accuracy.
     guards: bool = True
+    # When no epoch kept clean accuracy: hand back the most fine-tuned mix of the best epoch's
+    # weights with the starting ones that does (core.robust.interpolation).
+    weight_interpolation: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -157,6 +162,9 @@ class FinetuneResult:
     optimizer: str = "sgd"  # the one the run used: the config's, or "auto"'s choice
     guard_decisions: list[GuardDecision] = field(default_factory=list)
     stopped_early: bool = False  # the guards ended the run before its last epoch
+    # The search for a mix with the starting weights (None: not needed, or not asked for); with
+    # its fraction set, `model` holds that mix and best_meets_clean_constraint is True.
+    interpolation: Interpolation | None = None
 
     @property
     def best(self) -> EpochMetrics | None:
@@ -167,7 +175,7 @@ OnEpoch = Callable[[EpochMetrics, Checkpoint], None]
 OnBatch = Callable[[int, int, int, float], None]  # (epoch, step in epoch, steps per epoch, loss)
 # The probe's progress: (candidate, candidates, step, steps); may raise to stop the run.
 OnProbeBatch = Callable[[int, int, int, int, float], None]
-OnDecision = Callable[[LrProbe | GuardDecision], None]
+OnDecision = Callable[[LrProbe | GuardDecision | Interpolation], None]
 
 # An epoch's tier in the choice of the best: kept clean accuracy within max_clean_drop, lost
 # more, collapsed (the guards' bound). A higher tier always wins; within a tier, robustness.
@@ -496,6 +504,16 @@ def adversarial_finetune(
         run.best_epoch, run.best_state = 0, run.start_state
     if run.best_state is not None:
         run.model.load_state_dict(run.best_state)
+    interpolation = None
+    if (
+        not stopped
+        and run.best_tier == LOST
+        and config.weight_interpolation
+        and val_subset is not None
+    ):
+        interpolation = _interpolate_toward_start(run, val_subset)
+        if on_decision is not None:
+            on_decision(interpolation)
     run.model.eval()
     return FinetuneResult(
         model=run.model,
@@ -503,13 +521,39 @@ def adversarial_finetune(
         history=run.history,
         stopped=stopped,
         reference_clean_accuracy=run.reference_clean_accuracy,
-        best_meets_clean_constraint=run.best_tier == KEPT,
+        best_meets_clean_constraint=run.best_tier == KEPT
+        or (interpolation is not None and interpolation.fraction is not None),
         peak_lr=run.peak_lr,
         lr_probe=run.lr_probe,
         optimizer=run.optimizer_name,
         guard_decisions=run.guard_decisions,
         stopped_early=run.stopped_early,
+        interpolation=interpolation,
     )
+
+
+def _interpolate_toward_start(run: _Run, val_subset: ImageDataset) -> Interpolation:
+    """The best epoch lost clean accuracy: search the line back to the starting weights for
+    the most fine-tuned mix that keeps it, and leave that (or the best epoch) in run.model."""
+    assert run.best_state is not None and run.reference_clean_accuracy is not None
+    reference = run.reference_clean_accuracy
+    best = run.history[run.best_epoch - 1]
+    assert best.val_clean_accuracy is not None and best.val_robust_accuracy is not None
+
+    def score(state: dict[str, torch.Tensor]) -> tuple[float, float]:
+        run.model.load_state_dict(state)
+        return _validate(run, val_subset)
+
+    interpolation, state = search_line(
+        run.start_state,
+        run.best_state,
+        from_epoch=run.best_epoch,
+        tuned_scores=(best.val_clean_accuracy, best.val_robust_accuracy),
+        score=score,
+        kept=lambda clean: _kept_clean(clean, reference, run.config.max_clean_drop),
+    )
+    run.model.load_state_dict(state)
+    return interpolation
 
 
 def _start_loss(
@@ -572,6 +616,7 @@ def _probe_peak_lr(
         passes_per_step=_passes_per_step(config, step_threat),
         val_size=len(val_subset),
         val_attack_steps=config.val_attack_steps,
+        batchnorm=has_batchnorm(model),
     )
     images = plan.steps * config.batch_size
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed + 3))
@@ -641,6 +686,7 @@ def _probe_trial(
             diverged=True,
         )  # fmt: skip
         return trial, plan.steps * plan.passes_per_step
+    recalibrate_batchnorm(result.model, batches, batch_size=config.batch_size, device=device)
     clean, robust = _clean_and_robust(
         result.model,
         scored,

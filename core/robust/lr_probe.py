@@ -3,7 +3,9 @@
 A fine-tuning run whose `peak_lr` is None starts with a probe (core.robust.finetune runs it):
 every candidate rate fine-tunes a copy of the starting model for the same few steps, on the
 same batches and attack noise (a paired comparison), under the run's own schedule shape
-compressed to those steps; each is then scored on a fixed subset of the validation split. The
+compressed to those steps; each is then scored on a fixed subset of the validation split, its
+BatchNorm statistics first measured again on the trial's training images (core.robust.batchnorm:
+after a few steps the running averages still describe the starting weights). The
 most robust candidate among those that kept validation clean accuracy within max_clean_drop of
 the starting model's wins; candidates within one standard error of its robust accuracy count
 as tied, and the lowest rate among them is taken. When no candidate kept the clean accuracy,
@@ -11,9 +13,11 @@ the cleanest one wins.
 
 The choice is cautious, and benchmarks/zoo.py shows how much: a trial of a few steps sees the
 dip in clean accuracy that a high rate causes at its peak, not the recovery that the full
-run's decay brings, so where the full run is best at a high rate (ResNet-18 and RegNetX on
-digits32: 0.2) the probe picks a lower one and leaves robust accuracy on the table; it does
-not wreck a model whose best rate is low (MobileNetV3: 0.002-0.02).
+run's decay brings, so where the full run is best at a high rate (RegNetX on digits32: 0.2)
+the probe picks a lower one and leaves robust accuracy on the table. A trial cannot tell that
+rate from one that collapses a model later in the run (MobileNetV3 at 0.06-0.2 looks like
+RegNetX at 0.2 after 4 steps): the guards and, when clean accuracy is lost, the interpolation
+back toward the starting weights (core.robust.interpolation) are the run's own defences.
 
 The grid is scaled to the batch size by the linear scaling rule (Goyal et al.): a batch of 256
 tries twice the rates of a batch of 128. It spans 100x because the best rate differs that much
@@ -49,7 +53,8 @@ class ProbePlan:
     steps: int  # training steps per candidate
     eval_samples: int
     eval_attack_steps: int
-    eval_passes: int  # batch passes of scoring one candidate (a clean pass and the attack)
+    eval_passes: int  # batch passes of scoring one candidate (BatchNorm recalibration, a clean
+    # pass and the attack)
     passes_per_step: int  # forward+backward batch passes of one training step
     training_passes: int  # of the run the probe serves
     probe_passes: int  # of the whole probe, scoring included
@@ -71,16 +76,20 @@ def plan_probe(
     passes_per_step: int,
     val_size: int,
     val_attack_steps: int,
+    batchnorm: bool = False,
 ) -> ProbePlan:
-    """The probe that fits in PROBE_BUDGET_FRACTION of a run of `training_steps` steps."""
+    """The probe that fits in PROBE_BUDGET_FRACTION of a run of `training_steps` steps (with
+    `batchnorm`, each candidate's statistics are measured again: a forward pass per step)."""
     rates = candidate_rates(batch_size, optimizer)
     eval_samples = min(val_size, EVAL_SAMPLES)
     eval_steps = min(val_attack_steps, EVAL_ATTACK_STEPS)
     # Scoring one candidate: a clean pass and the attack's steps, over eval_samples images.
-    eval_passes = math.ceil(eval_samples * (eval_steps + 1) / batch_size)
+    scoring_passes = math.ceil(eval_samples * (eval_steps + 1) / batch_size)
     training_passes = training_steps * passes_per_step
-    per_candidate = PROBE_BUDGET_FRACTION * training_passes / len(rates) - eval_passes
-    steps = min(MAX_STEPS, max(MIN_STEPS, math.floor(per_candidate / passes_per_step)))
+    per_candidate = PROBE_BUDGET_FRACTION * training_passes / len(rates) - scoring_passes
+    per_step = passes_per_step + (1 if batchnorm else 0)  # counted as a full pass: bounded
+    steps = min(MAX_STEPS, max(MIN_STEPS, math.floor(per_candidate / per_step)))
+    eval_passes = scoring_passes + (steps if batchnorm else 0)
     probe_passes = len(rates) * (steps * passes_per_step + eval_passes)
     return ProbePlan(
         rates=rates,

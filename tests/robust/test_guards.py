@@ -129,4 +129,6 @@ def test_a_healthy_run_takes_no_guard_decision(pretrained_cnn, digits):
         device="cpu",
         on_decision=decisions.append,
     )
-    assert decisions == [] and not result.stopped_early and len(result.history) == 2
+    # (Whether the best epoch kept clean accuracy is another matter: the interpolation's.)
+    guard_decisions = [d for d in decisions if isinstance(d, GuardDecision)]
+    assert guard_decisions == [] and not result.stopped_early and len(result.history) == 2

@@ -31,13 +31,19 @@ def test_the_grid_scales_with_the_batch_size(optimizer):
     assert candidate_rates(32, optimizer) == pytest.approx([rate / 4 for rate in rates])
 
 
-def test_a_long_run_spends_at_most_a_tenth_of_its_training_on_the_probe():
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_a_long_run_spends_at_most_a_tenth_of_its_training_on_the_probe(batchnorm):
     # CIFAR-sized: 45,000 training images, batch 128, 10 epochs of PGD-10.
     plan = plan_probe(
         batch_size=128, training_steps=352 * 10, passes_per_step=11, val_size=5000,
+        val_attack_steps=10, batchnorm=batchnorm,
+    )  # fmt: skip
+    without = plan_probe(
+        batch_size=128, training_steps=352 * 10, passes_per_step=11, val_size=5000,
         val_attack_steps=10,
     )  # fmt: skip
-    assert plan.steps > MIN_STEPS
+    # Recalibrating BatchNorm (a forward pass per trial step) is paid for with fewer steps.
+    assert plan.steps > MIN_STEPS and (plan.steps < without.steps) == batchnorm
     assert plan.budget_fraction <= PROBE_BUDGET_FRACTION
     assert plan.budget_fraction > 0.9 * PROBE_BUDGET_FRACTION  # and uses what it may
     assert not plan.over_budget
