@@ -132,3 +132,22 @@ def test_a_run_that_kept_clean_accuracy_is_not_interpolated(pretrained, held_out
     result, decisions = _lossy_run(pretrained, held_out, peak_lr=0.01, max_clean_drop=0.05)
     assert result.best_meets_clean_constraint and result.interpolation is None
     assert decisions == []
+
+
+def test_of_the_mixes_that_kept_clean_accuracy_the_most_robust_is_handed_back():
+    """Robust accuracy need not rise all the way along the line: a less tuned mix that kept
+    clean accuracy and resisted more wins over the most tuned one that kept it."""
+    start, tuned = {"w": torch.zeros(1)}, {"w": torch.ones(1)}
+    robust_at = {0.5: 0.44, 0.75: 0.46, 0.875: 0.42, 0.9375: 0.40}
+
+    def score(state):
+        fraction = state["w"].item()
+        return (0.95 if fraction < 0.9 else 0.88), robust_at[fraction]
+
+    interpolation, state = search_line(
+        start, tuned, from_epoch=3, tuned_scores=(0.87, 0.38), score=score,
+        kept=lambda clean: clean >= 0.9,
+    )  # fmt: skip
+    assert [t.fraction for t in interpolation.trials] == [0.5, 0.75, 0.875, 0.9375]
+    assert interpolation.fraction == 0.75 and interpolation.val_robust_accuracy == 0.46
+    assert state["w"].item() == 0.75
