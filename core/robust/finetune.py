@@ -87,8 +87,8 @@ class FinetuneConfig:
     max_clean_drop: float = 0.03
     # Step back from (and at last stop on) a climbing loss or a collapsed clean accuracy.
     guards: bool = True
-    # When no epoch kept clean accuracy: hand back the most fine-tuned mix of the best epoch's
-    # weights with the starting ones that does (core.robust.interpolation).
+    # When no epoch kept clean accuracy: hand back a mix of the best epoch's weights with the
+    # starting ones that does, the most robust one a search found (core.robust.interpolation).
     weight_interpolation: bool = True
     seed: int = 0
 
@@ -534,7 +534,7 @@ def adversarial_finetune(
 
 def _interpolate_toward_start(run: _Run, val_subset: ImageDataset) -> Interpolation:
     """The best epoch lost clean accuracy: search the line back to the starting weights for
-    the most fine-tuned mix that keeps it, and leave that (or the best epoch) in run.model."""
+    the most robust mix that keeps it, and leave that (or the best epoch) in run.model."""
     assert run.best_state is not None and run.reference_clean_accuracy is not None
     reference = run.reference_clean_accuracy
     best = run.history[run.best_epoch - 1]
