@@ -231,6 +231,13 @@ class HyperparametersIn(Request):
         "climbs far above its early level or validation clean accuracy collapses; stop early "
         "after two such steps back",
     )
+    weight_interpolation: bool = Field(
+        FINETUNE_DEFAULTS["weight_interpolation"],
+        description="when no epoch kept validation clean accuracy within max_clean_drop: hand "
+        "back the most robust mix of the best epoch's weights with the uploaded ones that keeps "
+        "it, found by a bisection of 4 validations along the line between them; false: the "
+        "best epoch's weights, clean accuracy lost",
+    )
     validation_fraction: float = Field(
         VALIDATION_FRACTION,
         gt=0,
@@ -340,6 +347,28 @@ class JobMetrics(BaseModel):
         description='harden jobs: the split the best epoch was chosen on, {"source": '
         '"train_holdout" | "uploaded", "size": N}; never the test split',
     )
+    peak_lr: float | None = Field(
+        None, description="harden jobs: the rate trained at (the one asked for, or the probe's)"
+    )
+    optimizer: str | None = Field(
+        None, description='harden jobs: the one trained with, "sgd" or "adamw" ("auto" resolved)'
+    )
+    lr_probe: dict[str, Any] | None = Field(
+        None,
+        description="the learning-rate probe (peak_lr null): each rate tried with its validation "
+        "scores, the one chosen and why, and what it cost",
+    )
+    guards: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="the guards' decisions while training: a step back, or the early stop",
+    )
+    interpolation: dict[str, Any] | None = Field(
+        None,
+        description="when no epoch kept validation clean accuracy (weight_interpolation): "
+        "from_epoch, the fraction of the way from the uploaded weights to its weights handed "
+        "back (null: no mix kept clean accuracy, the epoch's weights stayed), the validation "
+        "accuracies of what was handed back, each mix tried and a message",
+    )
 
 
 class JobOut(BaseModel):
@@ -389,6 +418,11 @@ class JobOut(BaseModel):
                 best_epoch=metrics.get("best_epoch"),
                 verdict=metrics.get("verdict"),
                 validation=metrics.get("validation"),
+                peak_lr=metrics.get("peak_lr"),
+                optimizer=metrics.get("optimizer"),
+                lr_probe=metrics.get("lr_probe"),
+                guards=metrics.get("guards") or [],
+                interpolation=metrics.get("interpolation"),
             ),
             result_model_id=job.result_model_id,
             error=job.error,

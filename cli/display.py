@@ -131,7 +131,7 @@ class JobWatcher:
                 f"robust {percent(event.data.get('robust_accuracy'))}",
                 highlight=False,
             )
-        elif event.type in ("lr_probe", "guard", "warning"):
+        elif event.type in ("lr_probe", "guard", "interpolation", "warning"):
             style = "yellow" if event.type != "lr_probe" else ""
             self.progress.console.print(Text(f"   {event.message}", style=style))
         elif event.type == "started":
@@ -314,6 +314,8 @@ def job_details(job: Job, *, report_url: str) -> Table:
         rows.append(("peak lr", f"{job.peak_lr:.3g} ({how}{optimizer})"))
     for decision in job.guards:
         rows.append(("guard", Text(str(decision.get("message", "")), style="yellow")))
+    if job.interpolation is not None:
+        rows.append(("interpolation", _interpolation(job.interpolation)))
     if job.best_epoch is not None:
         rows.append(("best epoch", str(job.best_epoch)))
     if job.result_model_id:
@@ -329,6 +331,18 @@ def job_details(job: Job, *, report_url: str) -> Table:
     for name, value in rows:
         table.add_row(name, value if isinstance(value, Text) else Text(value))
     return table
+
+
+def _interpolation(interpolation: dict[str, Any]) -> Text:
+    """The mix with the uploaded weights handed back, or why the best epoch's weights stayed."""
+    fraction, epoch = interpolation.get("fraction"), interpolation.get("from_epoch")
+    if fraction is None:
+        return Text(f"no mix kept clean accuracy: epoch {epoch}'s weights", style="yellow")
+    return Text(
+        f"{fraction:.3g} of the way from the uploaded weights to epoch {epoch}'s "
+        f"(val clean {percent(interpolation.get('val_clean_accuracy'))}, "
+        f"val PGD {percent(interpolation.get('val_robust_accuracy'))})"
+    )
 
 
 def _threat(threat: dict[str, Any]) -> str:

@@ -251,6 +251,16 @@ def harden(
             rich_help_panel=TRAINING,
         ),
     ] = None,
+    weight_interpolation: Annotated[
+        bool | None,
+        typer.Option(
+            "--weight-interpolation/--no-weight-interpolation",
+            help="When no epoch keeps clean accuracy within --max-clean-drop, hand back the "
+            "most robust mix of the best epoch's weights with the uploaded ones that keeps it "
+            "(4 validations along the line between them; default on).",
+            rich_help_panel=TRAINING,
+        ),
+    ] = None,
     eval_steps: EvalStepsOption = None,
     eval_epsilons: EvalEpsilonsOption = None,
     max_samples: MaxSamplesOption = None,
@@ -303,6 +313,7 @@ def harden(
                 max_clean_drop=max_clean_drop,
                 validation_fraction=validation_fraction,
                 guards=guards,
+                weight_interpolation=weight_interpolation,
             ),
             evaluation=EvaluationOptions(
                 attack=_evaluation_attack(eval_attack, autoattack, option="--eval-attack"),

@@ -34,6 +34,7 @@ from core.engine_protocol import (
     FailureCode,
     Finished,
     GuardReport,
+    InterpolationReport,
     PhaseStarted,
     ProbeBatch,
     ProbeReport,
@@ -166,13 +167,18 @@ class EngineJob:
         self.channel.ask(batch)
 
     def _decision(self, decision: Any) -> None:
-        """The probe's choice (then training starts) or a guard's step back, for the worker."""
+        """The probe's choice (then training starts), a guard's step back, or the mix with the
+        starting weights handed back after the last epoch, for the worker."""
+        from core.robust.interpolation import Interpolation
         from core.robust.lr_probe import LrProbe
 
         values = asdict(decision)
         if isinstance(decision, LrProbe):
             self.channel.ask(ProbeReport(**{**values, "reason": values["reason"][:500]}))
             self.channel.ask(PhaseStarted(phase="training"))
+            return
+        if isinstance(decision, Interpolation):
+            self.channel.ask(InterpolationReport(**{**values, "message": values["message"][:500]}))
             return
         for name in ("value", "threshold"):
             if not math.isfinite(values[name]):

@@ -158,6 +158,28 @@ class GuardReport(_Strict):
     message: Annotated[str, Field(max_length=500)]
 
 
+class MixTrialReport(_Strict):
+    fraction: Annotated[float, Field(gt=0.0, lt=1.0)]
+    val_clean_accuracy: Fraction
+    val_robust_accuracy: Fraction
+    kept_clean: bool
+
+
+class InterpolationReport(_Strict):
+    """core.robust.interpolation's Interpolation: the mixes of the best epoch's weights with the
+    starting ones tried when no epoch kept clean accuracy, and the one handed back."""
+
+    type: Literal["interpolation"] = "interpolation"
+    from_epoch: Annotated[int, Field(ge=1, le=1000)]
+    # Of the way from the starting weights to the best epoch's; None: no mix kept clean
+    # accuracy, the best epoch's weights stay.
+    fraction: Annotated[float, Field(gt=0.0, lt=1.0)] | None
+    val_clean_accuracy: Fraction  # of the model handed back
+    val_robust_accuracy: Fraction
+    trials: Annotated[list[MixTrialReport], Field(min_length=1, max_length=20)]
+    message: Annotated[str, Field(max_length=500)]
+
+
 class EpochDone(_Strict):
     """An epoch's resumable checkpoint and its weights as a model file, to be stored."""
 
@@ -195,7 +217,16 @@ class Failed(_Strict):
     message: Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
 
 
-Question = PhaseStarted | Evaluated | BatchDone | ProbeBatch | ProbeReport | GuardReport | EpochDone
+Question = (
+    PhaseStarted
+    | Evaluated
+    | BatchDone
+    | ProbeBatch
+    | ProbeReport
+    | GuardReport
+    | InterpolationReport
+    | EpochDone
+)
 Ending = Finished | Stopped | Failed
 ChildMessage = Annotated[
     Question | Ending,

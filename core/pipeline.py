@@ -40,6 +40,7 @@ from core.engine_protocol import (
     Finished,
     Fraction,
     GuardReport,
+    InterpolationReport,
     PhaseStarted,
     ProbeBatch,
     ProbeReport,
@@ -241,6 +242,8 @@ class _JobRun:
                 self._store_probe(message)
             elif isinstance(message, GuardReport):
                 self._store_guard(message)
+            elif isinstance(message, InterpolationReport):
+                self._store_interpolation(message)
             elif isinstance(message, EpochDone):
                 self._save_epoch(engine, message)
             elif isinstance(message, Finished):
@@ -391,6 +394,17 @@ class _JobRun:
         self._update(
             metrics={**self.job.metrics, "guards": [*self.job.metrics.get("guards", []), decision]},
             event=("guard", f"guard: {message.message}", decision),
+        )
+
+    def _store_interpolation(self, message: InterpolationReport) -> None:
+        interpolation = message.model_dump(exclude={"type"})
+        # A resumed attempt searches the same line again after its last checkpoint: kept once.
+        # (A search that found otherwise describes the model this attempt hands back: stored.)
+        if self.job.metrics.get("interpolation") == interpolation:
+            return
+        self._update(
+            metrics={**self.job.metrics, "interpolation": interpolation},
+            event=("interpolation", f"interpolation: {message.message}", interpolation),
         )
 
     def _report(self, engine: EngineChannel, name: str) -> dict[str, Any]:
@@ -719,6 +733,13 @@ def _validation_manifest(finished: Finished) -> dict[str, Any] | None:
     return None if validation is None else validation.model_dump()
 
 
+def _interpolation_manifest(job: Job) -> dict[str, Any] | None:
+    interpolation = job.metrics.get("interpolation")
+    if interpolation is None:
+        return None
+    return {"from_epoch": interpolation["from_epoch"], "fraction": interpolation["fraction"]}
+
+
 def _manifest(
     job: Job,
     model_row: Model,
@@ -742,6 +763,9 @@ def _manifest(
         # as peak_lr reproduces the run without probing.
         "peak_lr": finished.peak_lr,
         "optimizer": finished.optimizer,
+        # The mix with the starting weights handed back when no epoch kept clean accuracy (a
+        # fraction None: the best epoch's weights stayed); None: no search was made.
+        "interpolation": _interpolation_manifest(job),
         "input_model": {"id": model_row.id, "sha256": model_row.sha256, "format": model_row.format},
         "output_model": None
         if result_model is None

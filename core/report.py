@@ -84,6 +84,7 @@ def render_report(
         _training(history, job, metrics.get("best_epoch")),
         _learning_rate(metrics),
         _guards(metrics),
+        _interpolation(metrics),
         _by_epsilon(before, after),
         _checks(before, after),
         _settings(job.config or {}),
@@ -131,7 +132,15 @@ def _summary(job: JobLike, model_name: str | None, generated_at: datetime) -> st
         )
         if best == 0:
             why = "every epoch collapsed: the guards handed back the uploaded weights"
-        rows.append(("model handed back", f"epoch {escape(str(best))} ({why})"))
+        handed_back = f"epoch {escape(str(best))} ({why})"
+        interpolation = (job.metrics or {}).get("interpolation")
+        if isinstance(interpolation, Mapping) and interpolation.get("fraction") is not None:
+            handed_back = (
+                f"{_number(interpolation.get('fraction'))} of the way from the uploaded weights "
+                f"to epoch {escape(str(interpolation.get('from_epoch')))}'s (no epoch kept "
+                "validation clean accuracy within max_clean_drop; this mix does)"
+            )
+        rows.append(("model handed back", handed_back))
     peak_lr = (job.metrics or {}).get("peak_lr")
     if isinstance(peak_lr, int | float):
         how = "chosen by the probe" if (job.metrics or {}).get("lr_probe") else "as asked"
@@ -553,6 +562,49 @@ def _guards(metrics: Mapping[str, Any]) -> str:
     return (
         '<section id="guards" class="box warning"><h2>Guards while training</h2>'
         f"<ul>{items}</ul>{stopped}</section>"
+    )
+
+
+def _interpolation(metrics: Mapping[str, Any]) -> str:
+    """The search along the line from the uploaded weights to the best epoch's, made when no
+    epoch kept clean accuracy: each mix tried, and the one handed back."""
+    interpolation = metrics.get("interpolation")
+    if not isinstance(interpolation, Mapping):
+        return ""
+    fraction, epoch = interpolation.get("fraction"), escape(str(interpolation.get("from_epoch")))
+    trials = [trial for trial in interpolation.get("trials") or [] if isinstance(trial, Mapping)]
+    lines = []
+    for trial in trials:
+        marker = (
+            ' class="best"' if fraction is not None and trial.get("fraction") == fraction else ""
+        )
+        lines.append(
+            f"<tr{marker}><td>{_number(trial.get('fraction'))}</td>"
+            f"<td>{_percent(trial.get('val_clean_accuracy'))}</td>"
+            f"<td>{_percent(trial.get('val_robust_accuracy'))}</td>"
+            f"<td>{'yes' if trial.get('kept_clean') else 'no'}</td></tr>"
+        )
+    table = (
+        '<table class="numbers"><thead><tr><th>fraction</th><th>val clean</th>'
+        "<th>val robust</th><th>kept clean accuracy</th></tr></thead>"
+        f"<tbody>{''.join(lines)}</tbody></table>"
+        if lines
+        else ""
+    )
+    handed_back = (
+        f"Handed back <strong>{_number(fraction)}</strong> of the way from the uploaded weights "
+        f"to epoch {epoch}'s"
+        if fraction is not None
+        else f"No mix kept clean accuracy: epoch {epoch}'s weights were handed back"
+    )
+    kind = "note" if fraction is not None else "warning"
+    return (
+        f'<section id="interpolation" class="box {kind}"><h2>Weight interpolation</h2>'
+        f"<p>No epoch kept validation clean accuracy within max_clean_drop of the uploaded "
+        f"model's, so the line between the uploaded weights (fraction 0) and epoch {epoch}'s "
+        "(fraction 1) was searched by bisection; the most robust mix that kept it won. "
+        f"{handed_back} (validation clean {_percent(interpolation.get('val_clean_accuracy'))}, "
+        f"robust {_percent(interpolation.get('val_robust_accuracy'))}).</p>{table}</section>"
     )
 
 

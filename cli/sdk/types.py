@@ -305,6 +305,9 @@ class Job:
     optimizer: str | None  # the one trained with: "sgd" or "adamw" ("auto" resolved)
     lr_probe: dict[str, Any] | None  # the probe's rates, scores, choice and cost (None: asked)
     guards: list[dict[str, Any]]  # the guards' decisions while training (a step back, a stop)
+    # When no epoch kept clean accuracy: the mix of the best epoch's weights with the uploaded
+    # ones handed back (its from_epoch, fraction, scores, the mixes tried); None: no search
+    interpolation: dict[str, Any] | None
     result_model_id: str | None
     error: JobError | None
     manifest: dict[str, Any]
@@ -344,6 +347,7 @@ class Job:
             optimizer=metrics.get("optimizer"),
             lr_probe=metrics.get("lr_probe"),
             guards=list(metrics.get("guards") or []),
+            interpolation=metrics.get("interpolation"),
             result_model_id=data.get("result_model_id"),
             error=JobError(str(error.get("code", "")), str(error.get("message", "")))
             if error
@@ -440,6 +444,9 @@ class Hyperparameters:
     max_clean_drop: float | None = None  # the most validation/test clean accuracy may fall
     validation_fraction: float | None = None  # share of train held out to pick the best epoch
     guards: bool | None = None  # step back from a climbing loss or a collapsed clean accuracy
+    # When no epoch keeps clean accuracy: hand back a mix of the best epoch's weights with the
+    # uploaded ones that does
+    weight_interpolation: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         return _set_fields(self)

@@ -41,7 +41,8 @@ def test_job_is_created_with_defaults_filled_and_enqueued(
     assert job["evaluation"]["max_samples"] == jobconfig.EvaluationSettings().max_samples
     assert job["metrics"] == {
         "before": None, "after": None, "epochs": [], "best_epoch": None, "verdict": None,
-        "validation": None,
+        "validation": None, "peak_lr": None, "optimizer": None, "lr_probe": None, "guards": [],
+        "interpolation": None,
     }  # fmt: skip
     with context.sessions() as session:
         stored = session.get(Job, job["id"])
@@ -71,6 +72,11 @@ def test_job_is_created_with_defaults_filled_and_enqueued(
         ("hyperparameters", {"max_clean_drop": -0.1}, "hyperparameters.max_clean_drop"),
         ("hyperparameters", {"max_clean_drop": 1.5}, "hyperparameters.max_clean_drop"),
         ("hyperparameters", {"validation_fraction": 0.6}, "hyperparameters.validation_fraction"),
+        (
+            "hyperparameters",
+            {"weight_interpolation": "sometimes"},
+            "hyperparameters.weight_interpolation",
+        ),
         ("threat_model", {"norm": "linf", "epsilon": 1.5}, "threat_model.epsilon"),
         ("threat_model", {"norm": "l2", "epsilon": 101}, "threat_model.epsilon"),
         ("threat_model", {"epsilon": 0}, "threat_model.epsilon"),

@@ -135,6 +135,47 @@ def test_jobs_cancel_stops_a_running_job(running_service: RunningService, model_
         assert client.get_job(job_id).status == "cancelled"
 
 
+def test_harden_no_weight_interpolation_reaches_the_jobs_hyperparameters(
+    running_service: RunningService, model_id: str
+) -> None:
+    created = running_service.run(
+        "harden", model_id, "--epochs", "200", "--epsilon", "0.2", "--max-samples", "50",
+        "--no-weight-interpolation",
+    )  # fmt: skip
+    assert created.returncode == 0, output_of(created)
+    job_id = created.stdout.strip().splitlines()[-1]
+    running_service.run("jobs", "cancel", job_id)  # only its stored config is of interest
+
+    with running_service.client() as client:
+        job = client.get_job(job_id)
+    assert job.hyperparameters["weight_interpolation"] is False
+
+
+def test_a_run_that_lost_clean_accuracy_shows_the_mix_handed_back(
+    running_service: RunningService, model_id: str
+) -> None:
+    # Every epoch of this run ends 5+ points of validation clean accuracy below the upload's.
+    completed = running_service.run(
+        "harden", model_id,
+        "--epsilon", "0.2", "--steps", "7", "--epochs", "3", "--batch-size", "64",
+        "--peak-lr", "0.1", "--max-clean-drop", "0.01", "--eval-steps", "5",
+        "--max-samples", "100", "--watch",
+    )  # fmt: skip
+
+    assert completed.returncode in (0, 3), output_of(completed)
+    assert "interpolation: no epoch kept validation clean accuracy" in completed.stderr
+    job_id = queued_job_id(completed)
+    with running_service.client() as client:
+        job = client.get_job(job_id)
+    assert job.interpolation is not None and job.interpolation["fraction"] is not None
+    shown = running_service.run("jobs", "show", job_id)
+    assert shown.returncode == 0, output_of(shown)
+    fraction = f"{job.interpolation['fraction']:.3g}"
+    assert re.search(
+        rf"interpolation\s+{fraction} of the way from the uploaded weights", shown.stdout
+    )
+
+
 def test_an_absurd_peak_lr_does_not_end_improved_and_exits_3(
     running_service: RunningService, model_id: str
 ) -> None:

@@ -1,5 +1,5 @@
 """The interpolation back toward the starting weights: when no epoch kept validation clean
-accuracy, the run hands back the most fine-tuned mix of its best epoch's weights with the
+accuracy, the run hands back the most robust mix of its best epoch's weights with the
 starting ones that keeps it, found by bisection along the line between them."""
 
 from __future__ import annotations

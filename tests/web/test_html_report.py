@@ -218,3 +218,25 @@ def test_banner_shows_the_verdict_and_is_green_only_over_an_improved_model(
     assert ("box ok" in sanity) == (verdict == "improved")
     assert ('class="status succeeded"' in html) == (verdict == "improved")
     assert "box ok" not in html.replace(section(html, "verdict"), "") or verdict == "improved"
+
+
+def test_an_interpolation_that_kept_no_mix_says_the_best_epochs_weights_stayed(evaluated: Job):
+    job = evaluated
+    trials = [
+        {"fraction": f, "val_clean_accuracy": 0.9, "val_robust_accuracy": r, "kept_clean": False}
+        for f, r in ((0.5, 0.3), (0.25, 0.2), (0.125, 0.1), (0.0625, 0.05))
+    ]
+    interpolation = {
+        "from_epoch": 2, "fraction": None, "val_clean_accuracy": 0.85,
+        "val_robust_accuracy": 0.4, "trials": trials, "message": "epoch 2's weights stay",
+    }  # fmt: skip
+    metrics = {**job.metrics, "after": job.metrics["before"], "best_epoch": 2}
+    metrics["interpolation"] = interpolation
+
+    html = render_report(job_view(job, kind="harden", metrics=metrics))
+
+    shown = section(html, "interpolation")
+    assert 'class="box warning"' in shown
+    assert "No mix kept clean accuracy: epoch 2's weights were handed back" in shown
+    assert shown.count("<td>no</td>") == 4 and 'class="best"' not in shown
+    assert "model handed back</dt><dd>epoch 2 (" in html
