@@ -1,5 +1,6 @@
 """The worker's side of the engine protocol against real child processes that break it: each
-ends as an EngineFailure with a code that says what happened, promptly, and the child is gone."""
+ends as an EngineFailure with a code that says what happened, promptly, and the child is gone;
+and the bounds a child's report is held to."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from core.engine_channel import EngineChannel, EngineFailure
+from core.engine_protocol import CHILD_MESSAGE, InterpolationReport
 from core.sandbox import Sandbox
 
 StartChild = Callable[[str], EngineChannel]
@@ -99,3 +103,24 @@ def test_a_named_file_must_be_a_plain_file_inside_the_folder(
         "../outside.txt": "engine_protocol_error",
         "big.ckpt": "engine_output_too_large",
     }
+
+
+INTERPOLATION = {
+    "type": "interpolation", "from_epoch": 3, "fraction": 0.25, "val_clean_accuracy": 0.99,
+    "val_robust_accuracy": 0.07, "message": "handed back 0.25 of the way",
+    "trials": [{"fraction": 0.5, "val_clean_accuracy": 0.9, "val_robust_accuracy": 0.2,
+                "kept_clean": False}],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"fraction": 1.0}, {"fraction": 0.0}, {"from_epoch": 0}, {"message": "x" * 501},
+     {"trials": []}, {"val_clean_accuracy": 1.5}, {"handed_back": True}],
+)  # fmt: skip
+def test_an_interpolation_report_out_of_bounds_is_not_in_the_protocol(
+    change: dict[str, Any],
+) -> None:
+    assert isinstance(CHILD_MESSAGE.validate_python(INTERPOLATION), InterpolationReport)
+    with pytest.raises(ValidationError):
+        CHILD_MESSAGE.validate_python({**INTERPOLATION, **change})
