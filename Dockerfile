@@ -9,7 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     ROBUSTIFY_DATA_DIR=/var/lib/robustify
 
 # bubblewrap: every process that runs a user's model (upload check, training, evaluation) runs
-# in its namespaces (core/sandbox.py). The containers need user namespaces: docker-compose.yml
+# in its namespaces (core/service/sandbox/runner.py). The containers need user namespaces: docker-compose.yml
 # lifts Docker's default seccomp filter for the api and worker services for that.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends bubblewrap \

@@ -17,11 +17,11 @@ from api.queue import JobQueue
 from api.routes import all_routers, jobs, web
 from api.schemas import ErrorBody
 from api.uploads import upload_slots
-from core.config import Settings
-from core.context import ServiceContext
-from core.sandbox import sandbox_from_settings
-from core.sweeper import Sweeper
-from core.validation import start_helper
+from core.service.config import Settings
+from core.service.context import ServiceContext
+from core.service.jobs.sweeper import Sweeper
+from core.service.sandbox.runner import sandbox_from_settings
+from core.service.sandbox.validation import start_helper
 
 log = logging.getLogger(__name__)
 

@@ -11,13 +11,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.queue import JobQueue
-from core.auth import authenticate
-from core.catalog import MAX_PAGE
-from core.config import Settings
-from core.context import ServiceContext
-from core.tables import Owner
+from core.service.auth import authenticate
+from core.service.catalog import MAX_PAGE
+from core.service.config import Settings
+from core.service.context import ServiceContext
+from core.service.tables import Owner
 
-# auto_error=False: a missing key is reported by core.auth, in the API's own error shape.
+# auto_error=False: a missing key is reported by core.service.auth, in the API's own error shape.
 bearer = HTTPBearer(auto_error=False, description="an API key: `robustify keys create NAME`")
 
 

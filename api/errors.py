@@ -1,5 +1,5 @@
 """The one JSON error shape, `{"error": {"code", "message", "field"}}`, and the one table that
-maps the domain's errors (core.errors, the engine's included) to an HTTP status and a code.
+maps the domain's errors (core.service.errors, the engine's included) to an HTTP status and a code.
 
 Every error the API answers goes through `error_response`: domain errors, FastAPI's own request
 validation, routing's 404/405, and (as a last resort) unexpected exceptions.
@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Mount
 from starlette.types import Scope
 
-from core.errors import (
+from core.service.errors import (
     Conflict,
     DatasetError,
     InvalidConfig,
@@ -119,7 +119,7 @@ def error_response(
 def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     status, code = status_and_code(exc)
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    # Engine errors carry no field unless core.validation attached one.
+    # Engine errors carry no field unless core.service.sandbox.validation attached one.
     field = getattr(exc, "field", None)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return error_response(status, code, message, field=field, headers=headers)

@@ -22,10 +22,10 @@ from sqlalchemy import select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.queue import JobQueue
-from core.catalog import count_jobs_by_status
-from core.context import ServiceContext
-from core.jobs import STATUSES
-from core.tables import Checkpoint
+from core.service.catalog import count_jobs_by_status
+from core.service.context import ServiceContext
+from core.service.jobs.lifecycle import STATUSES
+from core.service.tables import Checkpoint
 
 log = logging.getLogger("robustify.api")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from celery import Celery
 
-from core.broker import JOBS_QUEUE, RUN_JOB_TASK, celery_config
-from core.config import Settings
+from core.service.broker import JOBS_QUEUE, RUN_JOB_TASK, celery_config
+from core.service.config import Settings
 
 
 class JobQueue:

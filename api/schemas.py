@@ -22,16 +22,16 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from core.jobconfig import EVALUATION_ATTACKS, VALIDATION_FRACTION, EvaluationSettings
-from core.jobs import STATUSES
-from core.robust.data import BuiltinDataset
+from core.robust.datasets.loading import BuiltinDataset
 from core.robust.finetune import ATTACKS, LOSSES, FinetuneConfig
-from core.robust.modelio import FORMATS
+from core.robust.models.modelio import FORMATS
 from core.robust.optimizers import OPTIMIZERS
 from core.robust.schedules import DECAYS, SCHEDULES
 from core.robust.threat import NORMS, ThreatModel
-from core.tables import Checkpoint, Dataset, Job, JobEvent, Model
-from core.verdict import VERDICTS
+from core.service.jobs.jobconfig import EVALUATION_ATTACKS, VALIDATION_FRACTION, EvaluationSettings
+from core.service.jobs.lifecycle import STATUSES
+from core.service.jobs.verdict import VERDICTS
+from core.service.tables import Checkpoint, Dataset, Job, JobEvent, Model
 
 T = TypeVar("T")
 
@@ -319,7 +319,7 @@ class JobCreate(Request):
     seed: int = Field(FINETUNE_DEFAULTS["seed"], ge=0, le=2**31 - 1)
 
     def normalized_config(self) -> dict[str, Any]:
-        """The config as stored and read by core.jobconfig: every default filled in."""
+        """The config as stored and read by core.service.jobs.jobconfig: every default filled in."""
         return {
             "threat_model": self.threat_model.model_dump(),
             "hyperparameters": self.hyperparameters.model_dump(),

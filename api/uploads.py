@@ -26,8 +26,8 @@ from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from api.errors import ApiError
 from api.schemas import ErrorBody
 from api.slots import OwnerSlots
-from core.errors import InvalidRequest, TooLarge
-from core.storage import ArtifactStore, StoredArtifact
+from core.service.errors import InvalidRequest, TooLarge
+from core.service.storage import ArtifactStore, StoredArtifact
 
 FILE_FIELD = "file"
 MAX_FIELD_BYTES = 16 * 1024

@@ -35,10 +35,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.robust.architectures import build_architecture
-from core.robust.data import ImageDataset, load_digits
+from core.robust.datasets.loading import ImageDataset, load_digits
 from core.robust.evaluation import evaluate
 from core.robust.finetune import EpochMetrics
+from core.robust.models.architectures import build_architecture
 from core.robust.pretrain import train_clean
 from core.robust.threat import ThreatModel
 

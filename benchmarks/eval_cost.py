@@ -15,15 +15,15 @@ standard AutoAttack's. Per model, clean and hardened:
   guard's starting loss) against `evaluate()` as a harden job runs it on the test split, before
   and after: the job's defaults (EvaluationSettings: the standard ensemble, 10 steps, 1
   restart, sanity checks and the epsilon curve on; max_samples None, which a harden job sizes
-  to its budget with core.eval_budget, as core/engine_process.py does; an evaluate job takes
-  1,000). Ratio = (before + after) / training, in seconds and in passes. Candidates beside the
-  defaults: max_samples 1000 (all 360 test images here: both test splits have 360, so 500 and
-  1000 evaluate the same), 10 and 20 attack steps (whichever the defaults are not), and
-  attack="fast" (PGD-k alone at the defaults' steps, the cheap baseline). Each is also costed
+  to its budget with core.service.jobs.eval_budget, as core/service/engine/process.py does; an
+  evaluate job takes 1,000). Ratio = (before + after) / training, in seconds and in passes.
+  Candidates beside the defaults: max_samples 1000 (all 360 test images here: both test splits have
+  360, so 500 and 1000 evaluate the same), 10 and 20 attack steps (whichever the defaults are not),
+  and attack="fast" (PGD-k alone at the defaults' steps, the cheap baseline). Each is also costed
   for a default 10-epoch PGD-10 job on the same data (training: epochs x train images x
   (attack steps + 1) plus the validation measured here, scaled by epochs; evaluation: the
   passes per image measured here times that job's max_samples), and the measured passes per
-  image are set beside core.eval_budget.passes_per_image, the bound the budget assumes.
+  image are set beside core.service.jobs.eval_budget.passes_per_image, the bound the budget assumes.
 - strength: on one fixed, seeded subset of the test split (the one evaluate() takes for that
   max_samples, seed 0), the headline of the standard ensemble at 10 and 20 steps (evaluate()
   without the checks and the curve, which run after the headline and do not change it;
@@ -64,17 +64,21 @@ from benchmarks.common import (
 )
 from benchmarks.zoo import ARCHITECTURES, NUM_CLASSES, QUICK_ARCHS, SIZES, make_setup
 from benchmarks.zoo import pretrained_model as zoo_pretrained_model
-from core.eval_budget import harden_evaluation_samples, passes_per_image, training_passes
-from core.jobconfig import EvaluationSettings
 from core.robust.attacks import pgd
 from core.robust.autoattack import run_autoattack
-from core.robust.data import ImageDataset
+from core.robust.datasets.loading import ImageDataset
 from core.robust.ensemble import PassCounter
 from core.robust.evaluation import evaluate
 from core.robust.finetune import FinetuneConfig, adversarial_finetune
 from core.robust.intervals import wilson_interval
 from core.robust.measure import correct_under_attack, evaluation_subset, survivors
 from core.robust.threat import ThreatModel
+from core.service.jobs.eval_budget import (
+    harden_evaluation_samples,
+    passes_per_image,
+    training_passes,
+)
+from core.service.jobs.jobconfig import EvaluationSettings
 
 DIGITS = "digits_cnn"
 DIGITS_EPOCHS = 10
@@ -157,8 +161,8 @@ class Case:
     pretrained: Callable[[], tuple[nn.Module, float]]
 
     def budget_training(self, *, epochs: int, train_attack_steps: int) -> int:
-        """The training passes core.eval_budget sizes a harden job's evaluation by, computed as
-        core/engine_process.py computes them for this data."""
+        """The training passes core.service.jobs.eval_budget sizes a harden job's evaluation by,
+        computed as core/service/engine/process.py computes them for this data."""
         config = FinetuneConfig()
         return training_passes(
             train_images=len(self.train),
@@ -419,7 +423,7 @@ def cost_ratios(
 ) -> dict[str, Any]:
     """Per setting: (before + after) evaluation over training, in seconds and passes, on the
     measured job and on a 10-epoch PGD-10 job on the same data; passes per image against
-    core.eval_budget's bound; the largest max_samples within 0.3x of each job."""
+    core.service.jobs.eval_budget's bound; the largest max_samples within 0.3x of each job."""
     job = training["default_job"]
     ratios = {}
     for setting in settings:
@@ -741,7 +745,7 @@ def main() -> None:
             "its evaluation: the measured passes per image x its max_samples",
             "evaluation": "evaluate() on the test split at each setting, seed 0, batch 256, "
             "sanity checks and the epsilon curve on, as a job runs it; max_samples None: "
-            "core.eval_budget.harden_evaluation_samples of the job's training passes",
+            "core.service.jobs.eval_budget.harden_evaluation_samples of the job's training passes",
             "strength": f"the subset evaluate() takes for max_samples=n, seed {SEED}; headlines "
             "from evaluate() without checks and curve (they do not change it); fast = the "
             f"defaults' first stage; PGD-{REFERENCE_PGD_STEPS} x{REFERENCE_RESTARTS} restarts "

@@ -42,8 +42,8 @@ from benchmarks.common import (
     set_threads,
     write_results,
 )
-from core.robust.architectures import build_architecture
 from core.robust.attacks import eval_mode, pgd
+from core.robust.models.architectures import build_architecture
 from core.robust.threat import ThreatModel
 
 STEPS = 10

@@ -59,11 +59,11 @@ from benchmarks.common import (
     summary,
     write_results,
 )
-from core.robust.architectures import build_architecture
-from core.robust.augment import random_crop_flip
-from core.robust.data import DatasetSplits, ImageDataset, load_digits32, with_validation
+from core.robust.datasets.augment import random_crop_flip
+from core.robust.datasets.loading import DatasetSplits, ImageDataset, load_digits32, with_validation
 from core.robust.evaluation import evaluate
 from core.robust.finetune import FinetuneConfig, FinetuneResult, adversarial_finetune
+from core.robust.models.architectures import build_architecture
 from core.robust.optimizers import candidate_rates, resolve_optimizer
 from core.robust.pretrain import train_clean
 from core.robust.threat import ThreatModel

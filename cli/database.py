@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from core.config import Settings
+from core.service.config import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -27,7 +27,7 @@ def migrate(settings: Settings, revision: str = "head") -> None:
     """Bring the database to the newest schema; a clear error and exit 1 if it can't be reached."""
     from sqlalchemy.exc import OperationalError
 
-    from core.migrate import upgrade_database
+    from core.service.migrate import upgrade_database
 
     try:
         upgrade_database(settings, revision)
@@ -43,7 +43,7 @@ def migrate(settings: Settings, revision: str = "head") -> None:
 @contextmanager
 def open_database(settings: Settings) -> Iterator[sessionmaker[Session]]:
     """Sessions on the configured database, migrated first (a new database gets its tables)."""
-    from core.db import make_engine, make_session_factory
+    from core.service.db import make_engine, make_session_factory
 
     migrate(settings)
     engine = make_engine(settings)
@@ -60,7 +60,7 @@ def upgrade(
     """Create or upgrade the tables of the database that ROBUSTIFY_DATABASE_URL names."""
     from alembic.script import ScriptDirectory
 
-    from core.migrate import alembic_config
+    from core.service.migrate import alembic_config
 
     settings = Settings()
     migrate(settings, revision)

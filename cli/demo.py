@@ -75,8 +75,8 @@ def train_digits_model(path: Path, *, seed: int) -> Path:
     import torch
 
     from core.robust import load_dataset, save_model
-    from core.robust.architectures import build_architecture
-    from core.robust.modelio import model_from_module
+    from core.robust.models.architectures import build_architecture
+    from core.robust.models.modelio import model_from_module
     from core.robust.pretrain import train_clean
 
     data = load_dataset(DATASET)

@@ -71,7 +71,8 @@ MaxSamplesOption = Annotated[
 RestartsOption = Annotated[
     int | None, typer.Option(min=1, help="PGD restarts (default 1).", rich_help_panel=EVALUATION)
 ]
-# The service's presets (core.jobconfig.EVALUATION_ATTACKS; the CLI does not import the engine).
+# The service's presets (core.service.jobs.jobconfig.EVALUATION_ATTACKS; the CLI does not import
+# the engine).
 EvaluationAttack = Literal["fast", "standard", "autoattack"]
 _EVAL_ATTACK_HELP = (
     "Attacks whose per-example worst case is the robust accuracy: fast (PGD alone), standard "

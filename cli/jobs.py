@@ -121,8 +121,8 @@ def watch(ctx: typer.Context, job_id: JobIdArgument) -> None:
     exit_unless_improved(job)
 
 
-# A harden job that ran to its end but whose model is no better (see core.verdict): neither
-# success (0) nor failure (1), so that scripts can tell the three apart.
+# A harden job that ran to its end but whose model is no better (see core.service.jobs.verdict):
+# neither success (0) nor failure (1), so that scripts can tell the three apart.
 NOT_IMPROVED_EXIT_CODE = 3
 
 

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.database import open_database
-from core.config import Settings
+from core.service.config import Settings
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
@@ -48,8 +48,8 @@ def create(
     ] = None,
 ) -> None:
     """Create an API key. The key itself is printed once, as the last line."""
-    from core.auth import create_key
-    from core.db import transaction
+    from core.service.auth import create_key
+    from core.service.db import transaction
 
     key_name = _checked_name(name, "NAME")
     owner_name = _checked_name(owner, "--owner") if owner is not None else key_name
@@ -68,7 +68,7 @@ def list_(
     ] = True,
 ) -> None:
     """List API keys: id, owner, name, the key's first characters, when created and revoked."""
-    from core.auth import list_keys
+    from core.service.auth import list_keys
 
     with open_database(Settings()) as sessions, sessions() as session:
         rows = [
@@ -101,10 +101,10 @@ def revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id (key_…), as `keys list` shows it.")],
 ) -> None:
     """Revoke an API key: requests that send it are refused (401) from now on."""
-    from core.auth import revoke_key
-    from core.db import transaction
-    from core.errors import NotFound
-    from core.tables import ApiKey
+    from core.service.auth import revoke_key
+    from core.service.db import transaction
+    from core.service.errors import NotFound
+    from core.service.tables import ApiKey
 
     try:
         with open_database(Settings()) as sessions, transaction(sessions) as session:

@@ -22,9 +22,9 @@ from cli.processes import (
     stop_all,
     stop_on_signals,
 )
-from core.broker import JOBS_QUEUE
-from core.config import Settings
-from core.logs import configure_logging
+from core.service.broker import JOBS_QUEUE
+from core.service.config import Settings
+from core.service.logs import configure_logging
 
 if TYPE_CHECKING:
     import uvicorn

@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, Engine, engine_from_config, pool
 
-from core.config import Settings
-from core.tables import Base
+from core.service.config import Settings
+from core.service.tables import Base
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or Settings().resolved_database_url

@@ -12,11 +12,11 @@ import torch
 from sqlalchemy import create_engine, text
 from torch import nn
 
-from core.config import Settings
-from core.migrate import upgrade_database
-from core.robust.architectures import build_architecture
-from core.robust.data import DatasetSplits, load_digits
+from core.robust.datasets.loading import DatasetSplits, load_digits
+from core.robust.models.architectures import build_architecture
 from core.robust.pretrain import train_clean
+from core.service.config import Settings
+from core.service.migrate import upgrade_database
 
 # One thread: the tests share two cores with worker and server processes they start.
 torch.set_num_threads(1)

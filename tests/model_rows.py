@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core import catalog
-from core.context import ServiceContext
-from core.ids import new_id
-from core.tables import Model
+from core.service import catalog
+from core.service.context import ServiceContext
+from core.service.ids import new_id
+from core.service.tables import Model
 
 DIGITS_INPUT = (1, 8, 8)
 

@@ -7,14 +7,14 @@ from typing import Any
 from celery import Celery
 from celery.signals import setup_logging
 
-from core.broker import celery_config
-from core.config import Settings
-from core.logs import configure_logging
+from core.service.broker import celery_config
+from core.service.config import Settings
+from core.service.logs import configure_logging
 
 
 def make_celery(settings: Settings) -> Celery:
     """The app `celery -A worker.main worker` runs: late acks, prefetch 1, one task per pool
-    process (core.broker.celery_config), one pool process by default (one per GPU)."""
+    process (core.service.broker.celery_config), one pool process by default (one per GPU)."""
     app = Celery("robustify")
     app.conf.update(celery_config(settings))
     app.conf.update(

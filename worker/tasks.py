@@ -1,4 +1,4 @@
-"""The one task: run a job by id. Everything else is core.pipeline."""
+"""The one task: run a job by id. Everything else is core.service.jobs.pipeline."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import socket
 
 from celery import Celery
 
-from core.broker import RUN_JOB_TASK
-from core.config import Settings
-from core.logs import job_context
+from core.service.broker import RUN_JOB_TASK
+from core.service.config import Settings
+from core.service.logs import job_context
 
 log = logging.getLogger(__name__)
 
@@ -25,16 +25,16 @@ def register_tasks(app: Celery) -> None:
 def run_in_this_process(job_id: str, settings: Settings) -> None:
     """Run `job_id` in this pool process, which serves this one task (max_tasks_per_child=1)."""
     # Imported here, in the pool process. Neither process runs the user's model or touches
-    # CUDA: the job's engine is a sandboxed child of the pool process (core.pipeline).
-    from core import jobs
-    from core.context import ServiceContext
+    # CUDA: the job's engine is a sandboxed child of the pool process (core.service.jobs.pipeline).
+    from core.service.context import ServiceContext
+    from core.service.jobs import lifecycle
 
     context = ServiceContext.build(settings)
     try:
-        if not jobs.may_claim(context.sessions, job_id):
+        if not lifecycle.may_claim(context.sessions, job_id):
             log.info("job %s: ended or held by a live worker; message dropped", job_id)
             return
-        from core.pipeline import run_job
+        from core.service.jobs.pipeline import run_job
 
         worker_id = f"{socket.gethostname()}:{os.getpid()}"
         log.info("job %s: picked up by %s", job_id, worker_id)

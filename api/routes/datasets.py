@@ -18,11 +18,11 @@ from api.uploads import (
     receive_upload,
     upload_request_body,
 )
-from core import catalog
-from core.errors import InvalidRequest
-from core.ids import new_id
-from core.tables import Dataset
-from core.validation import ValidationLimits, validate_dataset_file
+from core.service import catalog
+from core.service.errors import InvalidRequest
+from core.service.ids import new_id
+from core.service.sandbox.validation import ValidationLimits, validate_dataset_file
+from core.service.tables import Dataset
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 

@@ -37,11 +37,12 @@ from api.schemas import (
 )
 from api.slots import OwnerSlots, Slot
 from api.uploads import file_download
-from core import catalog, jobconfig, jobs
-from core.context import ServiceContext
-from core.errors import Conflict, InvalidRequest, NotFound
-from core.jobs import TERMINAL
-from core.tables import Job
+from core.service import catalog
+from core.service.context import ServiceContext
+from core.service.errors import Conflict, InvalidRequest, NotFound
+from core.service.jobs import jobconfig, lifecycle
+from core.service.jobs.lifecycle import TERMINAL
+from core.service.tables import Job
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def create_job(
             return _replay(existing, request_hash, response)
     _check_job(session, owner.id, body, config)
     try:
-        job, created = jobs.create_job(
+        job, created = lifecycle.create_job(
             session,
             owner_id=owner.id,
             kind=body.kind,
@@ -167,14 +168,14 @@ def list_jobs(
 
 @router.get("/{job_id}", summary="Show a job: status, progress, metrics, result")
 def show_job(job_id: JobId, owner: OwnerDep, session: SessionDep) -> JobOut:
-    return JobOut.of(jobs.get_job(session, owner.id, job_id))
+    return JobOut.of(lifecycle.get_job(session, owner.id, job_id))
 
 
 @router.post("/{job_id}/cancel", status_code=202, summary="Cancel a job")
 def cancel_job(job_id: JobId, owner: OwnerDep, session: SessionDep) -> JobOut:
     """A queued job is cancelled at once; a running one stops at its next batch, after its
     checkpoint (cancel_requested until then). An ended job is a 409."""
-    job = jobs.request_cancel(session, owner_id=owner.id, job_id=job_id)
+    job = lifecycle.request_cancel(session, owner_id=owner.id, job_id=job_id)
     session.commit()
     return JobOut.of(job)
 
@@ -248,7 +249,7 @@ def job_events(
     # A session of its own, closed before any stream starts (a SessionDep would live as long
     # as the response, holding a pooled connection for the stream's whole life).
     with context.sessions() as session:
-        job = jobs.get_job(session, owner.id, job_id)
+        job = lifecycle.get_job(session, owner.id, job_id)
         if not wants_stream:
             events = catalog.list_events(session, job.id, after=after, limit=limit + 1)
             more = len(events) > limit
@@ -321,7 +322,7 @@ def job_checkpoints(
     limit: LimitQuery = 100,
     cursor: Annotated[str | None, Query(max_length=10, pattern=r"^\d+$")] = None,
 ) -> Page[CheckpointOut]:
-    job = jobs.get_job(session, owner.id, job_id)
+    job = lifecycle.get_job(session, owner.id, job_id)
     after_epoch = int(cursor) if cursor is not None else 0
     rows = list(catalog.list_checkpoints(session, job.id, after_epoch=after_epoch, limit=limit + 1))
     more = len(rows) > limit
@@ -346,7 +347,7 @@ def checkpoint_content(
     session: SessionDep,
     context: ContextDep,
 ) -> Response:
-    job = jobs.get_job(session, owner.id, job_id)
+    job = lifecycle.get_job(session, owner.id, job_id)
     checkpoint = catalog.get_checkpoint(session, job.id, epoch)
     path = context.store.path(catalog.checkpoint_model_key(checkpoint))
     if not path.is_file():

@@ -20,13 +20,13 @@ from api.uploads import (
     receive_upload,
     upload_request_body,
 )
-from core import catalog
-from core.errors import InvalidRequest
-from core.ids import new_id
-from core.robust.data import MAX_CLASSES
-from core.robust.modelio import FORMATS
-from core.tables import Model
-from core.validation import ModelDeclaration, ValidationLimits, validate_model_file
+from core.robust.datasets.loading import MAX_CLASSES
+from core.robust.models.modelio import FORMATS
+from core.service import catalog
+from core.service.errors import InvalidRequest
+from core.service.ids import new_id
+from core.service.sandbox.validation import ModelDeclaration, ValidationLimits, validate_model_file
+from core.service.tables import Model
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

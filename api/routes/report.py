@@ -1,5 +1,5 @@
 """GET /v1/jobs/{id}/report: the job's robustness report, one self-contained HTML file
-(rendered by core.report; a running job's epochs come from its checkpoints)."""
+(rendered by api.report; a running job's epochs come from its checkpoints)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from fastapi import APIRouter, Path
 from fastapi.responses import HTMLResponse
 
 from api.deps import OwnerDep, SessionDep
+from api.report import render_report
 from api.schemas import ID_PATTERN
-from core import catalog, jobs
-from core.errors import NotFound
-from core.report import render_report
+from core.service import catalog
+from core.service.errors import NotFound
+from core.service.jobs import lifecycle
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -33,7 +34,7 @@ def job_report(job_id: JobId, owner: OwnerDep, session: SessionDep) -> HTMLRespo
     """Settings, before/after accuracy, per-epoch curves, accuracy against epsilon, the
     evaluation's sanity checks and the reproducibility manifest. Plots are inline SVG; a
     running job's report shows what is known so far."""
-    job = jobs.get_job(session, owner.id, job_id)
+    job = lifecycle.get_job(session, owner.id, job_id)
     epochs: list[dict[str, Any]] | None = None
     if not (job.metrics or {}).get("epochs"):
         # The job records its epochs when it ends; until then each epoch is a checkpoint row.

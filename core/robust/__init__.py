@@ -15,9 +15,9 @@ _WHERE = {
     "pgd": "attacks",
     "load_checkpoint": "checkpoint",
     "save_checkpoint": "checkpoint",
-    "DatasetSplits": "data",
-    "ImageDataset": "data",
-    "load_dataset": "data",
+    "DatasetSplits": "datasets.loading",
+    "ImageDataset": "datasets.loading",
+    "load_dataset": "datasets.loading",
     "DatasetError": "errors",
     "InvalidConfig": "errors",
     "ModelLoadError": "errors",
@@ -30,9 +30,9 @@ _WHERE = {
     "FinetuneConfig": "finetune",
     "FinetuneResult": "finetune",
     "adversarial_finetune": "finetune",
-    "RobustModel": "modelio",
-    "load_model": "modelio",
-    "save_model": "modelio",
+    "RobustModel": "models.modelio",
+    "load_model": "models.modelio",
+    "save_model": "models.modelio",
     "ThreatModel": "threat",
 }
 
@@ -74,7 +74,7 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:
     from core.robust.attacks import fgsm, pgd
     from core.robust.checkpoint import load_checkpoint, save_checkpoint
-    from core.robust.data import DatasetSplits, ImageDataset, load_dataset
+    from core.robust.datasets.loading import DatasetSplits, ImageDataset, load_dataset
     from core.robust.errors import (
         DatasetError,
         InvalidConfig,
@@ -90,5 +90,5 @@ if TYPE_CHECKING:
         FinetuneResult,
         adversarial_finetune,
     )
-    from core.robust.modelio import RobustModel, load_model, save_model
+    from core.robust.models.modelio import RobustModel, load_model, save_model
     from core.robust.threat import ThreatModel

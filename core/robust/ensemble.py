@@ -25,7 +25,7 @@ from torch import nn
 from core.robust.apgd import apgd, apgd_targeted
 from core.robust.attacks import pgd
 from core.robust.autoattack import run_autoattack
-from core.robust.data import ImageDataset
+from core.robust.datasets.loading import ImageDataset
 from core.robust.measure import Attack, share, survivors
 from core.robust.threat import ThreatModel
 

@@ -25,7 +25,7 @@ from torch import nn
 from core.robust.attacks import eval_mode, pgd
 from core.robust.batchnorm import has_batchnorm, recalibrate_batchnorm
 from core.robust.checkpoint import CHECKPOINT_FORMAT, Checkpoint
-from core.robust.data import ImageDataset
+from core.robust.datasets.loading import ImageDataset
 from core.robust.errors import InvalidConfig, TrainingDiverged
 from core.robust.guards import (
     BACKOFF_FACTOR,
@@ -44,7 +44,7 @@ from core.robust.lr_probe import (
     plan_probe,
 )
 from core.robust.measure import accuracy, default_device, evaluation_subset
-from core.robust.modelio import copy_model
+from core.robust.models.modelio import copy_model
 from core.robust.optimizers import OPTIMIZERS, fallback_rate, make_optimizer, resolve_optimizer
 from core.robust.schedules import ScheduleConfig, make_schedule
 from core.robust.threat import ThreatModel

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from core.robust.attacks import correct_predictions
-from core.robust.data import ImageDataset
+from core.robust.datasets.loading import ImageDataset
 
 # attack(x, labels) -> adversarial x, on the model's device.
 Attack = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.robust.augment import Augment
-from core.robust.data import ImageDataset
+from core.robust.datasets.augment import Augment
+from core.robust.datasets.loading import ImageDataset
 from core.robust.measure import default_device
-from core.robust.modelio import copy_model
+from core.robust.models.modelio import copy_model
 from core.robust.schedules import cosine
 
 
@@ -30,8 +30,8 @@ def train_clean(
     """A trained copy of `model`: SGD with momentum (or, `optimizer="adamw"`, AdamW: what
     vision transformers train with) under a cosine schedule, on clean images.
 
-    `augment(batch, generator)` (e.g. `core.robust.augment.random_crop_flip`) transforms each
-    training batch; its generator is seeded from `seed`, apart from the data order's, so the
+    `augment(batch, generator)` (e.g. `core.robust.datasets.augment.random_crop_flip`) transforms
+    each training batch; its generator is seeded from `seed`, apart from the data order's, so the
     run stays fixed by its seed. Without it the batches are used as they are.
     """
     target = torch.device(device) if device is not None else default_device()

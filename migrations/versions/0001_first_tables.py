@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import core.tables
+import core.service.tables
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -24,7 +24,7 @@ def upgrade() -> None:
         "owners",
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
-        sa.Column("created_at", core.tables.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", core.service.tables.UtcDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_owners")),
         sa.UniqueConstraint("name", name=op.f("uq_owners_name")),
     )
@@ -35,8 +35,8 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("key_hash", sa.String(length=64), nullable=False),
         sa.Column("prefix", sa.String(length=16), nullable=False),
-        sa.Column("created_at", core.tables.UtcDateTime(timezone=True), nullable=False),
-        sa.Column("revoked_at", core.tables.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", core.service.tables.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", core.service.tables.UtcDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["owner_id"],
             ["owners.id"],
@@ -63,7 +63,7 @@ def upgrade() -> None:
         sa.Column("num_classes", sa.Integer(), nullable=False),
         sa.Column("train_size", sa.Integer(), nullable=False),
         sa.Column("test_size", sa.Integer(), nullable=False),
-        sa.Column("created_at", core.tables.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", core.service.tables.UtcDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["owner_id"],
             ["owners.id"],
@@ -91,7 +91,7 @@ def upgrade() -> None:
         sa.Column("storage_key", sa.String(length=300), nullable=False),
         sa.Column("source_job_id", sa.String(length=40), nullable=True),
         sa.Column("warnings", sa.JSON(), nullable=False),
-        sa.Column("created_at", core.tables.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", core.service.tables.UtcDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["owner_id"], ["owners.id"], name=op.f("fk_models_owner_id_owners"), ondelete="CASCADE"
         ),
@@ -118,13 +118,15 @@ def upgrade() -> None:
         sa.Column("error", sa.JSON(), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("worker_id", sa.String(length=200), nullable=True),
-        sa.Column("lease_expires_at", core.tables.UtcDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "lease_expires_at", core.service.tables.UtcDateTime(timezone=True), nullable=True
+        ),
         sa.Column("cancel_requested", sa.Boolean(), nullable=False),
-        sa.Column("created_at", core.tables.UtcDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", core.tables.UtcDateTime(timezone=True), nullable=False),
-        sa.Column("enqueued_at", core.tables.UtcDateTime(timezone=True), nullable=True),
-        sa.Column("started_at", core.tables.UtcDateTime(timezone=True), nullable=True),
-        sa.Column("finished_at", core.tables.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", core.service.tables.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", core.service.tables.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("enqueued_at", core.service.tables.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("started_at", core.service.tables.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", core.service.tables.UtcDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["model_id"], ["models.id"], name=op.f("fk_jobs_model_id_models"), ondelete="SET NULL"
         ),
@@ -148,7 +150,7 @@ def upgrade() -> None:
         sa.Column("sha256", sa.String(length=64), nullable=False),
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
         sa.Column("metrics", sa.JSON(), nullable=False),
-        sa.Column("created_at", core.tables.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", core.service.tables.UtcDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["job_id"], ["jobs.id"], name=op.f("fk_checkpoints_job_id_jobs"), ondelete="CASCADE"
         ),
@@ -165,7 +167,7 @@ def upgrade() -> None:
         sa.Column("type", sa.String(length=40), nullable=False),
         sa.Column("message", sa.Text(), nullable=False),
         sa.Column("data", sa.JSON(), nullable=False),
-        sa.Column("created_at", core.tables.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", core.service.tables.UtcDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["job_id"], ["jobs.id"], name=op.f("fk_job_events_job_id_jobs"), ondelete="CASCADE"
         ),

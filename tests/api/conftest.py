@@ -18,12 +18,12 @@ from http_checks import store_model, upload_model
 from torch import nn
 
 from api.app import create_app
-from core.auth import create_key
-from core.config import Settings
-from core.context import ServiceContext
-from core.db import transaction
-from core.robust.architectures import build_architecture
-from core.robust.modelio import model_from_module, save_model
+from core.robust.models.architectures import build_architecture
+from core.robust.models.modelio import model_from_module, save_model
+from core.service.auth import create_key
+from core.service.config import Settings
+from core.service.context import ServiceContext
+from core.service.db import transaction
 
 DIGITS_SHAPE = (1, 8, 8)
 

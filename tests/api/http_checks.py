@@ -17,11 +17,11 @@ from sqlalchemy import func, select
 from torch import nn
 
 from api.schemas import ModelOut
-from core import catalog
-from core.auth import authenticate
-from core.context import ServiceContext
-from core.robust.data import DatasetSplits
-from core.robust.modelio import detect_format
+from core.robust.datasets.loading import DatasetSplits
+from core.robust.models.modelio import detect_format
+from core.service import catalog
+from core.service.auth import authenticate
+from core.service.context import ServiceContext
 
 DIGITS_FIELDS = {"architecture": "builtin:digits_cnn", "num_classes": "10", "input_shape": "1,8,8"}
 

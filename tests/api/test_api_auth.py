@@ -8,10 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 from http_checks import assert_error, job_body, npz_bytes
 
-from core.auth import create_key, revoke_key
-from core.context import ServiceContext
-from core.db import transaction
-from core.robust.data import DatasetSplits
+from core.robust.datasets.loading import DatasetSplits
+from core.service.auth import create_key, revoke_key
+from core.service.context import ServiceContext
+from core.service.db import transaction
 
 
 @pytest.mark.parametrize(

@@ -25,11 +25,11 @@ from api_server import ApiServer
 from http_checks import job_body, store_model, upload_model
 from worker_harness import worker_settings
 
-from core import auth
-from core.config import Settings
-from core.context import ServiceContext
-from core.db import transaction
-from core.migrate import upgrade_database
+from core.service import auth
+from core.service.config import Settings
+from core.service.context import ServiceContext
+from core.service.db import transaction
+from core.service.migrate import upgrade_database
 
 BOUNDARY = "availability-boundary"
 STREAM_REQUEST = (

@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 from http_checks import assert_error, job_body, stored_files, upload_model
 
-from core.context import ServiceContext
-from core.robust.data import MAX_CLASSES, DatasetSplits, load_dataset
+from core.robust.datasets.loading import MAX_CLASSES, DatasetSplits, load_dataset
 from core.robust.errors import DatasetError
+from core.service.context import ServiceContext
 
 DEEP = "[" * 100_000 + "]" * 100_000
 

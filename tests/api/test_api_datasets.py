@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from http_checks import assert_error, job_body, npz_bytes, stored_files
 from PIL import Image
 
-from core.context import ServiceContext
-from core.robust.data import BUILTIN_DATASETS, DatasetSplits
+from core.robust.datasets.loading import BUILTIN_DATASETS, DatasetSplits
+from core.service.context import ServiceContext
 
 
 def test_npz_upload_records_shapes_and_sizes(

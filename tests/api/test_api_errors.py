@@ -6,8 +6,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from http_checks import assert_error
 
-import core.errors
-import core.validation
+import core.service.errors
+import core.service.sandbox.validation
 from api.errors import ERROR_TABLE, status_and_code
 from core.robust.errors import RobustError
 
@@ -20,15 +20,15 @@ def all_subclasses(cls: type) -> set[type]:
 
 
 def test_every_domain_error_has_its_own_http_mapping():
-    classes = {core.errors.ServiceError, RobustError}
-    classes |= all_subclasses(core.errors.ServiceError) | all_subclasses(RobustError)
-    assert {cls.__name__ for cls in classes} >= set(core.errors.__all__) - {"ServiceError"}
+    classes = {core.service.errors.ServiceError, RobustError}
+    classes |= all_subclasses(core.service.errors.ServiceError) | all_subclasses(RobustError)
+    assert {cls.__name__ for cls in classes} >= set(core.service.errors.__all__) - {"ServiceError"}
     unmapped = sorted(cls.__name__ for cls in classes if cls not in ERROR_TABLE)
     assert unmapped == []
     for cls in classes:
         status, code = status_and_code(cls("x"))
         # The client's fault, but for a full artifact store: the server's, and 507 says so.
-        expected = range(507, 508) if cls is core.errors.StorageFull else range(400, 500)
+        expected = range(507, 508) if cls is core.service.errors.StorageFull else range(400, 500)
         assert status in expected and code
 
 

@@ -11,12 +11,12 @@ from typing import Any
 from fastapi.testclient import TestClient
 from http_checks import assert_error, job_body
 
-from core import jobs
-from core.context import ServiceContext
-from core.db import transaction
-from core.ids import new_id
 from core.robust.finetune import EpochMetrics
-from core.tables import Checkpoint, Job
+from core.service.context import ServiceContext
+from core.service.db import transaction
+from core.service.ids import new_id
+from core.service.jobs import lifecycle
+from core.service.tables import Checkpoint, Job
 
 
 def create_job(client: TestClient, headers: dict[str, str], model: dict[str, Any]) -> str:
@@ -28,7 +28,7 @@ def create_job(client: TestClient, headers: dict[str, str], model: dict[str, Any
 
 def cancel_in_core(context: ServiceContext, job: Job) -> None:
     with transaction(context.sessions) as session:
-        jobs.request_cancel(session, owner_id=job.owner_id, job_id=job.id)
+        lifecycle.request_cancel(session, owner_id=job.owner_id, job_id=job.id)
 
 
 def test_events_are_paged_in_order(
@@ -108,7 +108,8 @@ def test_a_stream_that_ended_gives_its_slot_back(
 
 
 def write_epoch(context: ServiceContext, job_id: str, epoch: int, payload: bytes) -> None:
-    """What core.pipeline writes after an epoch: the checkpoint, its model file, the row."""
+    """What core.service.jobs.pipeline writes after an epoch: the checkpoint, its model file, the
+    row."""
     key = f"jobs/{job_id}/checkpoints/epoch-{epoch:04d}.pt"
     stored = context.store.put_bytes(key, b"resumable checkpoint")
     context.store.put_bytes(key.removesuffix(".pt") + ".model", payload)

@@ -10,12 +10,12 @@ import pytest
 from fastapi.testclient import TestClient
 from http_checks import assert_error, job_body
 
-from core import jobconfig
-from core.context import ServiceContext
-from core.jobs import claim_job
 from core.robust.finetune import FinetuneConfig
 from core.robust.threat import ThreatModel
-from core.tables import Job
+from core.service.context import ServiceContext
+from core.service.jobs import jobconfig
+from core.service.jobs.lifecycle import claim_job
+from core.service.tables import Job
 
 
 def test_job_is_created_with_defaults_filled_and_enqueued(

@@ -11,8 +11,8 @@ import torch
 from fastapi.testclient import TestClient
 from http_checks import assert_error, job_body, store_model, stored_files, upload_model
 
-from core.context import ServiceContext
-from core.robust.modelio import load_model
+from core.robust.models.modelio import load_model
+from core.service.context import ServiceContext
 
 
 @pytest.mark.parametrize("format", ["state_dict", "torchscript", "safetensors"])

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from http_checks import assert_error, job_body, upload_model
 
-from core.context import ServiceContext
+from core.service.context import ServiceContext
 
 OTHER_METHODS = ("PUT", "PATCH", "DELETE", "POST", "GET")
 

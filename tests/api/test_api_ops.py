@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 from http_checks import assert_error, job_body
 from test_api_events import write_epoch
 
-from core.config import Settings
-from core.context import ServiceContext
+from core.service.config import Settings
+from core.service.context import ServiceContext
 
 
 def test_healthz_and_readyz_answer_when_all_is_up(client: TestClient):

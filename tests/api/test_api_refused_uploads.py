@@ -19,8 +19,8 @@ from http_checks import DIGITS_FIELDS, assert_error, row_count, scripted, stored
 from PIL import Image
 from torch import nn
 
-from core.context import ServiceContext
-from core.tables import Dataset, Model
+from core.service.context import ServiceContext
+from core.service.tables import Dataset, Model
 
 
 def assert_nothing_left(context: ServiceContext) -> None:

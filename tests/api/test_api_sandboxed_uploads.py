@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from http_checks import assert_error, row_count, scripted, stored_files, upload_model
 from torch import nn
 
-from core.context import ServiceContext
-from core.tables import Model
+from core.service.context import ServiceContext
+from core.service.tables import Model
 
 
 class WritesAFile(nn.Module):

@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from core.robust.data import DatasetSplits
+from core.robust.datasets.loading import DatasetSplits
 
 # Multipart uploads start a child process per case: a bounded run of their own, below.
 UPLOADS = r"^/v1/(models|datasets)$"

@@ -19,13 +19,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from http_checks import assert_error, stored_files, upload_model
 
-from core.auth import create_key
-from core.config import Settings
-from core.context import ServiceContext
-from core.db import transaction
-from core.errors import StorageFull
-from core.storage import ArtifactStore, _AtomicWriter
-from core.sweeper import Sweeper
+from core.service.auth import create_key
+from core.service.config import Settings
+from core.service.context import ServiceContext
+from core.service.db import transaction
+from core.service.errors import StorageFull
+from core.service.jobs.sweeper import Sweeper
+from core.service.storage import ArtifactStore, _AtomicWriter
 
 HOUR = 3600.0
 

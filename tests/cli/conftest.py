@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 from torch import nn
 
 from cli.embedded import EmbeddedService
-from core.config import Settings
+from core.service.config import Settings
 
 RunRobustify = Callable[..., subprocess.CompletedProcess[str]]
 

@@ -15,8 +15,8 @@ from cli.embedded import EmbeddedService
 from cli.processes import robustify_argv
 from cli.sdk import RobustifyClient
 from core.robust import ThreatModel, evaluate, load_model, save_model
-from core.robust.data import DatasetSplits
-from core.robust.modelio import model_from_module
+from core.robust.datasets.loading import DatasetSplits
+from core.robust.models.modelio import model_from_module
 
 DIGITS_INPUT = (1, 8, 8)
 DIGITS_UPLOAD_OPTIONS = (

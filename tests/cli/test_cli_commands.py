@@ -14,7 +14,7 @@ import torch
 from service_harness import DIGITS_UPLOAD_OPTIONS, RunningService, pgd_accuracy
 
 from core.robust import load_model
-from core.robust.data import DatasetSplits
+from core.robust.datasets.loading import DatasetSplits
 
 JOB_ID = re.compile(r"\bjob_[0-9a-f]+\b")
 

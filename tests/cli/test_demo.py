@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.robust.modelio import detect_format, load_model
+from core.robust.models.modelio import detect_format, load_model
 
 
 def processes_using(folder: Path) -> list[int]:

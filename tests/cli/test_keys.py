@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import inspect
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.auth import authenticate, create_key
-from core.config import Settings
-from core.db import make_engine, make_session_factory, transaction
-from core.errors import Unauthorized
-from core.migrate import upgrade_database
-from core.tables import Base
+from core.service.auth import authenticate, create_key
+from core.service.config import Settings
+from core.service.db import make_engine, make_session_factory, transaction
+from core.service.errors import Unauthorized
+from core.service.migrate import upgrade_database
+from core.service.tables import Base
 
 
 @pytest.fixture()

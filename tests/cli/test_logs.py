@@ -1,4 +1,4 @@
-"""core.logs: JSON lines on the configured stream, with the job id inside job_context."""
+"""core.service.logs: JSON lines on the configured stream, with the job id inside job_context."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from core.config import Settings
-from core.logs import configure_logging, job_context
+from core.service.config import Settings
+from core.service.logs import configure_logging, job_context
 
 
 @pytest.fixture()
@@ -31,18 +31,18 @@ def records(stream: io.StringIO) -> list[dict]:
 
 
 def test_each_record_is_one_json_line_with_timestamp_level_logger_message(log_stream):
-    logging.getLogger("core.pipeline").warning("epoch %d of %d", 3, 10)
+    logging.getLogger("core.service.jobs.pipeline").warning("epoch %d of %d", 3, 10)
 
     [record] = records(log_stream)
     assert record["level"] == "WARNING"
-    assert record["logger"] == "core.pipeline"
+    assert record["logger"] == "core.service.jobs.pipeline"
     assert record["message"] == "epoch 3 of 10"
     assert record["timestamp"].endswith("Z") and "T" in record["timestamp"]
     assert "job_id" not in record
 
 
 def test_records_inside_job_context_carry_the_job_id(log_stream):
-    log = logging.getLogger("core.pipeline")
+    log = logging.getLogger("core.service.jobs.pipeline")
     with job_context("job_123"):
         log.info("claimed")
     log.info("idle")
@@ -53,7 +53,7 @@ def test_records_inside_job_context_carry_the_job_id(log_stream):
 
 
 def test_job_contexts_of_two_threads_do_not_mix(log_stream):
-    log = logging.getLogger("core.pipeline")
+    log = logging.getLogger("core.service.jobs.pipeline")
     barrier = threading.Barrier(2)
 
     def run(job_id: str) -> None:

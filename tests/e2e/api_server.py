@@ -14,10 +14,10 @@ import httpx
 import pytest
 from worker_harness import REPO_ROOT, process_group, settings_environment, wait_for
 
-from core.config import Settings
+from core.service.config import Settings
 
 SERVE = (
-    "import uvicorn; from api.app import create_app; from core.config import Settings; "
+    "import uvicorn; from api.app import create_app; from core.service.config import Settings; "
     "uvicorn.run(create_app(Settings()), host='127.0.0.1', port={port})"
 )
 

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "worker"))
 from api_server import ApiServer
 from worker_harness import WorkerProcess, with_private_queue, worker_settings
 
-from core.config import Settings
+from core.service.config import Settings
 
 
 @pytest.fixture(params=["embedded", "production"])

@@ -15,14 +15,14 @@ from api_server import ApiServer
 from torch import nn
 from worker_harness import WorkerProcess, torch_threads
 
-from core import auth
-from core.config import Settings
-from core.context import ServiceContext
-from core.db import transaction
 from core.robust import ThreatModel, load_model
-from core.robust.data import DatasetSplits
+from core.robust.datasets.loading import DatasetSplits
 from core.robust.evaluation import evaluate
-from core.robust.modelio import model_from_module, save_model
+from core.robust.models.modelio import model_from_module, save_model
+from core.service import auth
+from core.service.config import Settings
+from core.service.context import ServiceContext
+from core.service.db import transaction
 
 DIGITS_INPUT = (1, 8, 8)
 

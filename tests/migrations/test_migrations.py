@@ -12,7 +12,7 @@ from pytest_alembic.tests import (  # noqa: F401  (collected as tests of this mo
 )
 from sqlalchemy import create_engine
 
-from core.migrate import MIGRATIONS
+from core.service.migrate import MIGRATIONS
 
 
 @pytest.fixture()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.robust.architectures import build_architecture, list_architectures
-from core.robust.data import load_digits
+from core.robust.datasets.loading import load_digits
 from core.robust.errors import InvalidConfig, ModelLoadError
+from core.robust.models.architectures import build_architecture, list_architectures
 
 
 @pytest.mark.parametrize(

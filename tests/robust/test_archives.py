@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core.robust.archives import safe_extract
+from core.robust.datasets.archives import safe_extract
 from core.robust.errors import DatasetError, UnsafeArchiveError
 
 ArchiveWriter = Callable[[Path, dict[str, bytes]], Path]
@@ -256,7 +256,7 @@ def test_written_bytes_limit_holds_even_if_the_declared_check_is_fooled(
 ) -> None:
     # CPython's zipfile stops at the declared size (and the CRC then fails), so no crafted archive
     # gets past the declared check; switching that check off shows the second line on its own.
-    monkeypatch.setattr("core.robust.archives._check_total", lambda *args: None)
+    monkeypatch.setattr("core.robust.datasets.archives._check_total", lambda *args: None)
     archive = make(tmp_path / "big.archive", {"first.txt": b"a", "zeros.bin": bytes(100_000)})
     with pytest.raises(UnsafeArchiveError, match=r"zeros\.bin.*past 1000 bytes"):
         safe_extract(archive, destination, max_total_bytes=1_000)

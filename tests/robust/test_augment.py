@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from core.robust.augment import random_crop_flip
-from core.robust.data import ImageDataset
+from core.robust.datasets.augment import random_crop_flip
+from core.robust.datasets.loading import ImageDataset
 from core.robust.pretrain import train_clean
 
 

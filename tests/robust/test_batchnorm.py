@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from core.robust.batchnorm import has_batchnorm, recalibrate_batchnorm
-from core.robust.data import ImageDataset
+from core.robust.datasets.loading import ImageDataset
 
 
 def test_the_running_statistics_become_those_of_the_data():

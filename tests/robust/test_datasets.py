@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.robust.data import load_dataset, validation_holdout_size, with_validation
+from core.robust.datasets.loading import load_dataset, validation_holdout_size, with_validation
 from core.robust.errors import DatasetError
 
 # ---------------------------------------------------------------- ImageFolder archives
@@ -302,7 +302,7 @@ def test_npz_object_array_is_refused_without_unpickling(tmp_path: Path) -> None:
 def test_npz_larger_in_memory_than_allowed_is_refused_before_loading(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("core.robust.npz_data.MAX_ARRAY_BYTES", 1_000)
+    monkeypatch.setattr("core.robust.datasets.npz.MAX_ARRAY_BYTES", 1_000)
     np.savez_compressed(
         tmp_path / "big.npz", x=np.zeros((100, 4, 4, 3), np.uint8), y=np.arange(100)
     )
@@ -365,9 +365,9 @@ def test_builtin_digits32_is_the_same_on_every_call() -> None:
     assert torch.equal(second.train.images, third.train.images)
     assert torch.equal(second.test.images, third.test.images)
     # Built again from nothing (as in a new process), the tints come from the fixed seed.
-    from core.robust import data
+    from core.robust.datasets import loading
 
-    rebuilt, _ = data._digits32_tensors.__wrapped__()
+    rebuilt, _ = loading._digits32_tensors.__wrapped__()
     assert torch.equal(rebuilt[0::5], third.test.images)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.robust.data import DatasetSplits, load_digits32, with_validation
+from core.robust.datasets.loading import DatasetSplits, load_digits32, with_validation
 from core.robust.evaluation import evaluate
 from core.robust.finetune import FinetuneConfig, adversarial_finetune
 from core.robust.pretrain import train_clean

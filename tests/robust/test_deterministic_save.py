@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.robust.architectures import build_architecture
 from core.robust.checkpoint import save_checkpoint
-from core.robust.data import DatasetSplits
+from core.robust.datasets.loading import DatasetSplits
 from core.robust.finetune import FinetuneConfig, adversarial_finetune
-from core.robust.modelio import load_model, model_from_module, save_model
+from core.robust.models.architectures import build_architecture
+from core.robust.models.modelio import load_model, model_from_module, save_model
 from core.robust.threat import ThreatModel
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,9 +33,9 @@ SAVE_EVERYTHING = textwrap.dedent(
     import hashlib, io, sys, warnings
     from pathlib import Path
     import torch
-    from core.robust.architectures import build_architecture
+    from core.robust.models.architectures import build_architecture
     from core.robust.checkpoint import load_checkpoint, save_checkpoint
-    from core.robust.modelio import load_model, model_from_module, save_model
+    from core.robust.models.modelio import load_model, model_from_module, save_model
 
     warnings.simplefilter("ignore", FutureWarning)
     torch.set_num_threads(1)

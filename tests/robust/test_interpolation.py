@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from core.robust.architectures import build_architecture
 from core.robust.attacks import pgd
-from core.robust.data import DatasetSplits, load_digits, with_validation
+from core.robust.datasets.loading import DatasetSplits, load_digits, with_validation
 from core.robust.finetune import FinetuneConfig, FinetuneResult, adversarial_finetune
 from core.robust.interpolation import SEARCH_STEPS, mixed_state, search_line
 from core.robust.measure import accuracy
+from core.robust.models.architectures import build_architecture
 from core.robust.pretrain import train_clean
 from core.robust.threat import ThreatModel
 

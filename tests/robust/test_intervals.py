@@ -47,5 +47,7 @@ def test_the_torch_free_verdict_can_import_it_without_loading_torch():
     import subprocess
     import sys
 
-    code = "import sys, core.verdict; assert 'torch' not in sys.modules, 'torch loaded'"
+    code = (
+        "import sys, core.service.jobs.verdict; assert 'torch' not in sys.modules, 'torch loaded'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -16,9 +16,9 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from core.robust.architectures import build_architecture
 from core.robust.errors import InvalidConfig, ModelLoadError
-from core.robust.modelio import (
+from core.robust.models.architectures import build_architecture
+from core.robust.models.modelio import (
     RobustModel,
     detect_format,
     load_model,

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from core.robust.architectures import build_architecture
 from core.robust.errors import InvalidConfig
 from core.robust.finetune import FinetuneConfig, adversarial_finetune
+from core.robust.models.architectures import build_architecture
 from core.robust.optimizers import candidate_rates, make_optimizer, resolve_optimizer
 from core.robust.threat import ThreatModel
 

@@ -1,5 +1,5 @@
-"""The sandbox itself (core.sandbox): a process in it reaches no file outside its job folder,
-no network, no inherited secret, and no more processes than allowed."""
+"""The sandbox itself (core.service.sandbox.runner): a process in it reaches no file outside its
+job folder, no network, no inherited secret, and no more processes than allowed."""
 
 from __future__ import annotations
 
@@ -11,8 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from core.config import Settings
-from core.sandbox import Sandbox, SandboxUnavailable, resolve_sandbox, sandbox_from_settings
+from core.service.config import Settings
+from core.service.sandbox.runner import (
+    Sandbox,
+    SandboxUnavailable,
+    resolve_sandbox,
+    sandbox_from_settings,
+)
 
 PROBE = r"""
 import json, os, socket, sys

@@ -12,7 +12,7 @@ from torch import nn
 from web_harness import Owner, make_owner
 from worker_harness import worker_settings
 
-from core.config import Settings
+from core.service.config import Settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

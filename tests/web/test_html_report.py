@@ -1,5 +1,6 @@
-"""The HTML robustness report, rendered from jobs run for real in this process (core.pipeline on
-the embedded parts), and GET /v1/jobs/{id}/report: the owner's HTML, another owner's 404."""
+"""The HTML robustness report, rendered from jobs run for real in this process
+(core.service.jobs.pipeline on the embedded parts), and GET /v1/jobs/{id}/report: the owner's HTML,
+another owner's 404."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from torch import nn
 from web_harness import Owner, make_owner
 
 from api.app import create_app
-from core import jobs
-from core.db import transaction
-from core.report import render_report
-from core.tables import Job, Model
+from api.report import render_report
+from core.service.db import transaction
+from core.service.jobs import lifecycle
+from core.service.tables import Job, Model
 
 
 @pytest.fixture()
@@ -110,7 +111,7 @@ def test_report_of_a_cancelled_job_shows_the_epochs_its_checkpoints_recorded(
     while not owner.checkpoints(job_id) and time.monotonic() < deadline:
         time.sleep(0.1)
     with transaction(owner.context.sessions) as session:
-        jobs.request_cancel(session, owner_id=owner.owner_id, job_id=job_id)
+        lifecycle.request_cancel(session, owner_id=owner.owner_id, job_id=job_id)
     runner.join(timeout=120)
     job, checkpoints = owner.job(job_id), owner.checkpoints(job_id)
     assert job.status == "cancelled" and checkpoints and len(checkpoints) < 20

@@ -17,8 +17,8 @@ from playwright.sync_api import expect
 from report_shapes import new_report, old_report
 from web_harness import Owner
 
-from core.db import transaction
-from core.tables import Job
+from core.service.db import transaction
+from core.service.tables import Job
 
 
 @pytest.fixture()

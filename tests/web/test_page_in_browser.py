@@ -17,7 +17,7 @@ from playwright.sync_api import expect
 from web_harness import Owner
 from worker_harness import REPO_ROOT, WorkerProcess
 
-from core.config import Settings
+from core.service.config import Settings
 
 SCREENSHOT = REPO_ROOT / "docs" / "web-page.png"
 SCREENSHOT_CLIP = {"x": 0, "y": 0, "width": 1280, "height": 2000}

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from core.config import Settings
+from core.service.config import Settings
 
 
 @pytest.fixture()

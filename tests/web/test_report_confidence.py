@@ -12,8 +12,8 @@ from typing import Any
 
 from report_shapes import THREAT, new_report, old_report
 
-from core.report import render_report
-from core.verdict import harden_verdict, robust_noise
+from api.report import render_report
+from core.service.jobs.verdict import harden_verdict, robust_noise
 
 
 def job(kind: str = "evaluate", **metrics: Any) -> SimpleNamespace:

@@ -1,5 +1,6 @@
 """Helpers of the report and page tests: an owner with an API key and the pretrained digits
-model in a configuration's store, and jobs run to their end in this process by core.pipeline."""
+model in a configuration's store, and jobs run to their end in this process by
+core.service.jobs.pipeline."""
 
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
 from worker_harness import harden_config, store_digits_model
 
-from core import auth, jobs
-from core.config import Settings
-from core.context import ServiceContext
-from core.db import transaction
-from core.pipeline import run_job
-from core.tables import Checkpoint, Job, Model
+from core.service import auth
+from core.service.config import Settings
+from core.service.context import ServiceContext
+from core.service.db import transaction
+from core.service.jobs import lifecycle
+from core.service.jobs.pipeline import run_job
+from core.service.tables import Checkpoint, Job, Model
 
 
 @dataclass
@@ -41,7 +43,7 @@ class Owner:
 
     def create_job(self, *, kind: str = "harden", **config: Any) -> str:
         with transaction(self.context.sessions) as session:
-            job, _ = jobs.create_job(
+            job, _ = lifecycle.create_job(
                 session,
                 owner_id=self.owner_id,
                 kind=kind,

@@ -16,8 +16,8 @@ from worker_harness import (
     worker_settings,
 )
 
-from core.config import Settings
-from core.sweeper import Sweeper
+from core.service.config import Settings
+from core.service.jobs.sweeper import Sweeper
 
 
 @pytest.fixture()

@@ -12,15 +12,16 @@ from typing import Any
 
 from worker_harness import Service, WorkerProcess, harden_config, wait_for
 
-from core import catalog, jobs
-from core.db import transaction
-from core.jobs import CANCELLED, FAILED, SUCCEEDED
-from core.pipeline import PROGRESS_SECONDS
+from core.service import catalog
+from core.service.db import transaction
+from core.service.jobs import lifecycle
+from core.service.jobs.lifecycle import CANCELLED, FAILED, SUCCEEDED
+from core.service.jobs.pipeline import PROGRESS_SECONDS
 
 
 def request_cancel(service: Service, job_id: str) -> None:
     with transaction(service.context.sessions) as session:
-        jobs.request_cancel(session, owner_id=service.owner_id, job_id=job_id)
+        lifecycle.request_cancel(session, owner_id=service.owner_id, job_id=job_id)
 
 
 def assert_checkpoints_kept(service: Service, job_id: str) -> int:

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from core.engine_channel import EngineChannel, EngineFailure
-from core.engine_protocol import CHILD_MESSAGE, InterpolationReport
-from core.sandbox import Sandbox
+from core.service.engine.channel import EngineChannel, EngineFailure
+from core.service.engine.protocol import CHILD_MESSAGE, InterpolationReport
+from core.service.sandbox.runner import Sandbox
 
 StartChild = Callable[[str], EngineChannel]
 

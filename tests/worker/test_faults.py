@@ -25,10 +25,10 @@ from worker_harness import (
     worker_settings,
 )
 
-from core.config import Settings
-from core.jobs import FAILED, RUNNING, SUCCEEDED, TERMINAL
-from core.pipeline import run_job
-from core.sweeper import Sweeper
+from core.service.config import Settings
+from core.service.jobs.lifecycle import FAILED, RUNNING, SUCCEEDED, TERMINAL
+from core.service.jobs.pipeline import run_job
+from core.service.jobs.sweeper import Sweeper
 
 
 def state_of(service: Service, model_id: str | None) -> dict[str, torch.Tensor]:

@@ -1,6 +1,6 @@
 """What a job's engine is handed in its sandbox: an uploaded dataset is staged into the job
 folder (read-only there); a torchvision builtin, which lives outside it, is refused by name.
-Run through core.pipeline in this process, the engine in its sandbox as in a worker."""
+Run through core.service.jobs.pipeline in this process, the engine in its sandbox as in a worker."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 from worker_harness import Service, harden_config, worker_settings
 
-from core.config import Settings
-from core.db import transaction
-from core.ids import new_id
-from core.jobs import FAILED, SUCCEEDED
-from core.pipeline import run_job
-from core.robust.data import DatasetSplits
-from core.sandbox import sandbox_from_settings
-from core.tables import Dataset
+from core.robust.datasets.loading import DatasetSplits
+from core.service.config import Settings
+from core.service.db import transaction
+from core.service.ids import new_id
+from core.service.jobs.lifecycle import FAILED, SUCCEEDED
+from core.service.jobs.pipeline import run_job
+from core.service.sandbox.runner import sandbox_from_settings
+from core.service.tables import Dataset
 
 
 def run_here(service: Service, job_id: str) -> None:

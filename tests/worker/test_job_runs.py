@@ -15,12 +15,12 @@ from worker_harness import (
     torch_threads,
 )
 
-from core import catalog
-from core.jobs import SUCCEEDED
 from core.robust import ThreatModel, load_model
-from core.robust.data import DatasetSplits, with_validation
+from core.robust.datasets.loading import DatasetSplits, with_validation
 from core.robust.evaluation import evaluate
 from core.robust.measure import accuracy
+from core.service import catalog
+from core.service.jobs.lifecycle import SUCCEEDED
 
 EPOCHS = 4
 

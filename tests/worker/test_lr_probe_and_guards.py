@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 from worker_harness import Service, WorkerProcess, harden_config
 
-from core.jobs import SUCCEEDED
-from core.report import render_report
+from api.report import render_report
 from core.robust.optimizers import BASE_RATES, candidate_rates
+from core.service.jobs.lifecycle import SUCCEEDED
 
 
 def test_a_job_without_peak_lr_probes_and_reports_the_probe(

@@ -22,9 +22,9 @@ from worker_harness import (
     worker_settings,
 )
 
-from core.config import Settings
-from core.jobs import FAILED, SUCCEEDED
-from core.pipeline import run_job
+from core.service.config import Settings
+from core.service.jobs.lifecycle import FAILED, SUCCEEDED
+from core.service.jobs.pipeline import run_job
 
 
 class FileWriter(nn.Module):

@@ -9,8 +9,8 @@ from typing import Any
 
 from worker_harness import Service, WorkerProcess, harden_config
 
-from core.jobs import SUCCEEDED
-from core.report import render_report
+from api.report import render_report
+from core.service.jobs.lifecycle import SUCCEEDED
 
 
 def losing_config(**hyperparameters: Any) -> dict[str, Any]:

@@ -27,13 +27,14 @@ from sqlalchemy import select
 from torch import nn
 
 from api.queue import JobQueue
-from core import auth, jobs
-from core.broker import JOBS_QUEUE
-from core.config import Settings
-from core.context import ServiceContext
-from core.db import transaction
-from core.robust.modelio import RobustModel, load_model, model_from_module, save_model
-from core.tables import Checkpoint, Job, JobEvent, Model
+from core.robust.models.modelio import RobustModel, load_model, model_from_module, save_model
+from core.service import auth
+from core.service.broker import JOBS_QUEUE
+from core.service.config import Settings
+from core.service.context import ServiceContext
+from core.service.db import transaction
+from core.service.jobs import lifecycle
+from core.service.tables import Checkpoint, Job, JobEvent, Model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # One torch thread in the workers: on two shared cores more threads only contend (and the
@@ -155,8 +156,9 @@ class WorkerProcess:
         return [pid for pid in process_group(self.pid) if pid != self.pid]
 
     def engine_pids(self) -> list[int]:
-        """The sandboxed engine processes (`python -I -m core.engine_process`) of this worker's
-        jobs, seen from the host (inside bubblewrap's PID namespace they have other numbers)."""
+        """The sandboxed engine processes (`python -I -m core.service.engine.process`) of this
+        worker's jobs, seen from the host (inside bubblewrap's PID namespace they have other
+        numbers)."""
         found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -165,7 +167,7 @@ class WorkerProcess:
             if (
                 argv
                 and Path(argv[0]).name.startswith("python")
-                and "core.engine_process" in argv
+                and "core.service.engine.process" in argv
                 and descends_from(int(entry.name), self.pid)
             ):
                 found.append(int(entry.name))
@@ -265,7 +267,7 @@ class Service:
         dataset: str = "builtin:digits",
     ) -> str:
         with transaction(self.context.sessions) as session:
-            job, _ = jobs.create_job(
+            job, _ = lifecycle.create_job(
                 session,
                 owner_id=self.owner_id,
                 kind="harden",

@@ -1,0 +1,2 @@
+"""The bridge to the engine: the sandboxed process that runs core.robust on a job (process),
+the JSON-lines protocol it speaks (protocol) and the worker's side of it (channel)."""

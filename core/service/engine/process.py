@@ -1,0 +1,414 @@
+"""A job's engine, run in the sandbox as `python -I -m core.service.engine.process` in its job
+folder.
+
+It holds no secret and reaches no database or artifact store: it reads `request.json` and the
+files the worker staged beside it, loads the model and data, evaluates, fine-tunes and writes
+its results into the folder, and talks to the worker (core.service.jobs.pipeline) over stdin/stdout
+in core.service.engine.protocol's JSON lines, asking before every batch whether to go on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from core.service.engine.protocol import (
+    MAX_LINE_BYTES,
+    MAX_MESSAGE_CHARS,
+    MODEL_FILE,
+    REQUEST_FILE,
+    RESUME_FILE,
+    BatchDone,
+    DatasetFacts,
+    Environment,
+    EpochDone,
+    EpochReport,
+    Evaluated,
+    Failed,
+    FailureCode,
+    Finished,
+    GuardReport,
+    InterpolationReport,
+    PhaseStarted,
+    ProbeBatch,
+    ProbeReport,
+    Reply,
+    Stopped,
+    ValidationFacts,
+    encode,
+)
+
+log = logging.getLogger("core.service.engine.process")
+
+BEFORE_REPORT = "before.json"
+AFTER_REPORT = "after.json"
+RESULT_MODEL = "result.model"
+
+
+class StopAsked(Exception):
+    """The worker answered "stop" (the job was cancelled, or the worker lost its lease)."""
+
+
+class WorkerGone(Exception):
+    """The worker closed the protocol pipe: nobody is left to store what this process makes."""
+
+
+class Channel:
+    """The protocol pipe, moved off fds 0 and 1 first: whatever the user's model prints (to fd
+    1, from Python or C++) goes to stderr and can never pass for a message."""
+
+    def __init__(self) -> None:
+        self.outgoing: BinaryIO = os.fdopen(os.dup(1), "wb", buffering=0)
+        self.incoming: BinaryIO = os.fdopen(os.dup(0), "rb")
+        os.dup2(2, 1)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+
+    def send(self, message: Any) -> None:
+        try:
+            self.outgoing.write(encode(message))
+        except BrokenPipeError as exc:
+            raise WorkerGone from exc
+
+    def ask(self, message: Any) -> None:
+        """Send a question; StopAsked unless the worker answers go."""
+        self.send(message)
+        line = self.incoming.readline(MAX_LINE_BYTES)
+        if not line:
+            raise WorkerGone
+        if not Reply.model_validate_json(line).go:
+            raise StopAsked
+
+
+class EngineJob:
+    """The job's phases in the engine: load, evaluate before, fine-tune, evaluate after."""
+
+    def __init__(self, request: dict[str, Any], channel: Channel) -> None:
+        import torch
+
+        from core.robust.measure import default_device
+
+        self.request, self.channel = request, channel
+        self.device = torch.device(request["device"]) if request["device"] else default_device()
+
+    def run(self) -> None:
+        from core.service.jobs.jobconfig import evaluation_settings, threat_model
+
+        model = self._load_model()
+        data = self._load_data()
+        self.data_facts = DatasetFacts(train_size=len(data.train), test_size=len(data.test))
+        if self.request["kind"] == "harden":
+            data = self._with_validation(data)
+        threat = threat_model(self.request["config"])
+        evaluation = self._sized(evaluation_settings(self.request["config"]), data, threat)
+        if not self.request["has_before"]:
+            self.channel.ask(PhaseStarted(phase="evaluating_before"))
+            report = self._evaluate(model, data, threat, evaluation)
+            Path(BEFORE_REPORT).write_text(json.dumps(report.to_dict()))
+            self.channel.ask(Evaluated(report=BEFORE_REPORT))
+        if self.request["kind"] == "evaluate":
+            self.channel.send(Finished(environment=self._environment(), dataset=self.data_facts))
+            return
+        self._harden(model, data, threat, evaluation)
+
+    def _harden(self, model: Any, data: Any, threat: Any, evaluation: Any) -> None:
+        from core.robust import adversarial_finetune, load_checkpoint, save_model
+        from core.service.jobs.jobconfig import finetune_config
+
+        config = finetune_config(self.request["config"])
+        resume = load_checkpoint(RESUME_FILE) if self.request["resume"] else None
+        probing = config.peak_lr is None and resume is None
+        self.channel.ask(PhaseStarted(phase="probing_lr" if probing else "training"))
+        result = adversarial_finetune(
+            model,
+            data.train,
+            threat,
+            config,
+            val=data.val,
+            resume=resume,
+            device=self.device,
+            on_epoch=lambda metrics, checkpoint: self._save_epoch(model, metrics, checkpoint),
+            on_batch=self._batch_done,
+            on_probe_batch=self._probe_batch,
+            on_decision=self._decision,
+        )
+        self.channel.ask(PhaseStarted(phase="evaluating_after"))
+        after = self._evaluate(result.model, data, threat, evaluation)
+        Path(AFTER_REPORT).write_text(json.dumps(after.to_dict()))
+        save_model(cast(Any, result.model), RESULT_MODEL)
+        self.channel.send(
+            Finished(
+                environment=self._environment(),
+                dataset=self.data_facts,
+                model=RESULT_MODEL,
+                after=AFTER_REPORT,
+                best_epoch=result.best_epoch,
+                reference_clean_accuracy=result.reference_clean_accuracy,
+                best_meets_clean_constraint=result.best_meets_clean_constraint,
+                peak_lr=result.peak_lr,
+                optimizer=result.optimizer,
+                stopped_early=result.stopped_early,
+            )
+        )
+
+    def _probe_batch(
+        self, candidate: int, candidates: int, step: int, steps: int, job_share: float
+    ) -> None:
+        batch = ProbeBatch(
+            candidate=candidate, candidates=candidates, step=step, steps=steps, job_share=job_share
+        )
+        self.channel.ask(batch)
+
+    def _decision(self, decision: Any) -> None:
+        """The probe's choice (then training starts), a guard's step back, or the mix with the
+        starting weights handed back after the last epoch, for the worker."""
+        from core.robust.interpolation import Interpolation
+        from core.robust.lr_probe import LrProbe
+
+        values = asdict(decision)
+        if isinstance(decision, LrProbe):
+            self.channel.ask(ProbeReport(**{**values, "reason": values["reason"][:500]}))
+            self.channel.ask(PhaseStarted(phase="training"))
+            return
+        if isinstance(decision, Interpolation):
+            self.channel.ask(InterpolationReport(**{**values, "message": values["message"][:500]}))
+            return
+        for name in ("value", "threshold"):
+            if not math.isfinite(values[name]):
+                values[name] = None
+        self.channel.ask(GuardReport(**{**values, "message": values["message"][:500]}))
+
+    def _batch_done(self, epoch: int, step: int, steps: int, loss: float) -> None:
+        # The worker answers from the job's cancel flag: a "stop" ends the run before the next
+        # batch (the exception leaves adversarial_finetune; nothing after it is needed).
+        self.channel.ask(BatchDone(epoch=epoch, step=step, steps=steps, loss=loss))
+
+    def _save_epoch(self, model: Any, metrics: Any, checkpoint: dict[str, Any]) -> None:
+        from core.robust import save_checkpoint, save_model
+
+        name = f"epoch-{metrics.epoch:04d}"
+        save_checkpoint(checkpoint, f"{name}.ckpt")
+        # The epoch's weights as a model file in the upload's format. The uploaded model object
+        # is free to serve as the vessel: training works on its own copy.
+        net_state = {
+            key.removeprefix("net."): value
+            for key, value in checkpoint["model"].items()
+            if key.startswith("net.")
+        }
+        model.net.load_state_dict(net_state)
+        save_model(model, f"{name}.model")
+        # Waits for the worker to have stored both files and recorded the epoch.
+        self.channel.ask(
+            EpochDone(
+                metrics=EpochReport(**asdict(metrics)),
+                checkpoint=f"{name}.ckpt",
+                weights=f"{name}.model",
+            )
+        )
+
+    def _load_model(self) -> Any:
+        from core.robust import load_model
+
+        spec = self.request["model"]
+        return load_model(
+            MODEL_FILE,
+            input_shape=tuple(spec["input_shape"]),
+            num_classes=spec["num_classes"],
+            mean=spec["mean"],
+            std=spec["std"],
+            architecture=spec["architecture"],
+            format=spec["format"],
+        )
+
+    def _load_data(self) -> Any:
+        from core.robust import DatasetError, load_dataset
+
+        source = self.request["dataset"]
+        data = load_dataset(
+            source["file"] or source["name"],
+            data_dir=source["data_dir"],
+            allow_download=source["allow_download"],
+        )
+        spec = self.request["model"]
+        if list(data.input_shape) != list(spec["input_shape"]):
+            raise DatasetError(
+                f"the dataset's images are {list(data.input_shape)} but the model "
+                f"expects {spec['input_shape']}"
+            )
+        if data.num_classes > spec["num_classes"]:
+            raise DatasetError(
+                f"the dataset has {data.num_classes} classes but the model only "
+                f"{spec['num_classes']}"
+            )
+        return data
+
+    def _with_validation(self, data: Any) -> Any:
+        """The split the best epoch is chosen on: the upload's own, else a seeded holdout from
+        train (trained on no more); the test split stays for the before/after evaluation."""
+        from core.robust.datasets.loading import with_validation
+        from core.service.jobs.jobconfig import validation_fraction
+
+        uploaded = data.val is not None
+        fraction, seed = validation_fraction(self.request["config"]), self.request["config"]["seed"]
+        data = with_validation(data, fraction=fraction, seed=seed)
+        validation = (
+            ValidationFacts(source="uploaded", size=len(data.val))
+            if uploaded
+            else ValidationFacts(
+                source="train_holdout", size=len(data.val), fraction=fraction, seed=seed
+            )
+        )
+        self.data_facts = DatasetFacts(
+            train_size=len(data.train), test_size=len(data.test), validation=validation
+        )
+        return data
+
+    def _sized(self, evaluation: Any, data: Any, threat: Any) -> Any:
+        """The settings with max_samples filled in where the job left it to us: a harden job
+        evaluates as many test images as fit its budget (core.service.jobs.eval_budget), before and
+        after alike (the same subset); an evaluate job the default number."""
+        from core.service.jobs.eval_budget import (
+            DEFAULT_MAX_SAMPLES,
+            harden_evaluation_samples,
+            training_passes,
+        )
+        from core.service.jobs.jobconfig import finetune_config
+
+        if evaluation.max_samples is not None:
+            return evaluation
+        if self.request["kind"] != "harden":
+            return replace(evaluation, max_samples=DEFAULT_MAX_SAMPLES)
+        config = finetune_config(self.request["config"])
+        val_images = 0 if data.val is None else min(len(data.val), config.val_max_samples)
+        training = training_passes(
+            train_images=len(data.train),
+            epochs=config.epochs,
+            train_attack_steps=1 if config.attack == "fgsm" else threat.steps,
+            val_images=val_images,
+            val_steps=config.val_attack_steps,
+        )
+        samples = harden_evaluation_samples(training=training, attack_steps=evaluation.attack_steps)
+        return replace(evaluation, max_samples=samples)
+
+    def _evaluate(self, model: Any, data: Any, threat: Any, evaluation: Any) -> Any:
+        from core.robust import evaluate
+
+        return evaluate(
+            model,
+            data.test,
+            threat,
+            attack_steps=evaluation.attack_steps,
+            restarts=evaluation.restarts,
+            epsilons=evaluation.epsilons,
+            attack=evaluation.attack,
+            max_samples=evaluation.max_samples,
+            seed=self.request["config"]["seed"],
+            device=self.device,
+        )
+
+    def _environment(self) -> Environment:
+        import numpy
+        import torch
+        import torchvision
+
+        device = self.device
+        return Environment(
+            python=platform.python_version(),
+            torch=torch.__version__,
+            torchvision=torchvision.__version__,
+            numpy=numpy.__version__,
+            device_type=cast(Any, device.type),
+            device_name=(
+                torch.cuda.get_device_name(device)
+                if device.type == "cuda"
+                else platform.processor() or platform.machine()
+            )[:200],
+            torch_threads=torch.get_num_threads(),
+        )
+
+
+def failure(exc: BaseException, *, model_format: str) -> Failed:
+    """The error an exception ends the job with: the engine's own errors by their kind."""
+    import torch
+
+    from core.robust import DatasetError, InvalidConfig, ModelLoadError, TrainingDiverged
+
+    code: FailureCode
+    message = str(exc)
+    if isinstance(exc, TrainingDiverged):
+        code = "training_diverged"
+    elif isinstance(exc, ModelLoadError):
+        code = "model_load_error"
+    elif isinstance(exc, DatasetError):
+        code = "dataset_error"
+    elif isinstance(exc, InvalidConfig):
+        code = "invalid_config"
+    elif isinstance(exc, torch.cuda.OutOfMemoryError):
+        code, message = "out_of_memory", f"the GPU ran out of memory: {exc}; lower batch_size"
+    elif isinstance(exc, MemoryError) or "can't allocate memory" in message:
+        code = "out_of_memory"
+        message = (
+            "the job's engine ran out of memory (its limit is the worker's job_memory_bytes); "
+            f"lower batch_size: {message}"
+        )
+    elif isinstance(exc, RuntimeError) and model_format == "torchscript":
+        code = "model_error"
+        message = (
+            "the model's TorchScript code failed while running in the job's sandbox (which "
+            f"reaches no file outside the job's folder and no network): {message}"
+        )
+    else:
+        code, message = "internal_error", f"{type(exc).__name__}: {message}"
+    message = _reason_first(message)
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 15] + " [… truncated]"
+    return Failed(code=code, message=message)
+
+
+def _reason_first(message: str) -> str:
+    """TorchScript puts the failing op's own error last, after its tracebacks: bring it up to
+    the first line, where a reader (and a truncation) sees it."""
+    marker = "The following operation failed in the TorchScript interpreter."
+    head, found, traceback = message.partition(marker)
+    lines = [line.strip() for line in traceback.splitlines() if line.strip()]
+    if not found or not lines:
+        return message
+    return f"{head.rstrip()} {lines[-1]}\n{found}{traceback}"
+
+
+def main() -> int:
+    channel = Channel()
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    request = json.loads(Path(REQUEST_FILE).read_text())
+    import torch
+
+    from core.service.sandbox.runner import limit_self
+
+    torch.set_num_threads(request["threads"])
+    # After the imports, before the user's file is opened: the cap is on what the file costs.
+    limit_self(memory_bytes=request["memory_bytes"], cpu_seconds=None)
+    try:
+        EngineJob(request, channel).run()
+    except StopAsked:
+        channel.send(Stopped())
+    except WorkerGone:
+        log.warning("the worker closed the protocol pipe; stopping")
+        return 1
+    except Exception as exc:
+        log.exception("the job's engine failed")
+        channel.send(failure(exc, model_format=request["model"]["format"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,347 @@
+"""A job's life in the database, which is its only truth: create, claim, heartbeat, progress,
+events, finish, cancel, and the sweep that takes up jobs whose worker or message was lost.
+
+A broker message only says "look at job X". A worker *claims* the job with a compare-and-set
+UPDATE (only one can win), holds it by a lease it renews, and the attempt counter bounds how
+often a job that kills its worker is tried again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Update, and_, func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.service.db import transaction
+from core.service.errors import Conflict, NotFound
+from core.service.ids import new_id
+from core.service.tables import Base, Checkpoint, Job, JobEvent, utcnow
+
+log = logging.getLogger(__name__)
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+)
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+
+def add_event(
+    session: Session, job_id: str, type_: str, message: str, data: dict[str, Any] | None = None
+) -> JobEvent:
+    event = JobEvent(job_id=job_id, type=type_, message=message, data=data or {})
+    session.add(event)
+    return event
+
+
+def create_job(
+    session: Session,
+    *,
+    owner_id: str,
+    kind: str,
+    model_id: str,
+    dataset: str,
+    config: dict[str, Any],
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> tuple[Job, bool]:
+    """A new queued job, or (with an Idempotency-Key seen before) the job it created then.
+
+    Returns (job, created). The same key with a different request is a Conflict.
+    """
+    if idempotency_key is not None:
+        existing = session.scalar(
+            select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == idempotency_key)
+        )
+        if existing is not None:
+            if existing.request_hash != request_hash:
+                raise Conflict(
+                    "this Idempotency-Key was used for a different request", field="Idempotency-Key"
+                )
+            return existing, False
+    job = Job(
+        id=new_id("job"),
+        owner_id=owner_id,
+        kind=kind,
+        status=QUEUED,
+        model_id=model_id,
+        dataset=dataset,
+        config=config,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        progress={},
+        metrics={},
+        manifest={},
+        attempts=0,
+        cancel_requested=False,
+        enqueued_at=utcnow(),
+    )
+    session.add(job)
+    session.flush()
+    add_event(session, job.id, "queued", f"{kind} job created")
+    return job, True
+
+
+def get_job(session: Session, owner_id: str, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or job.owner_id != owner_id:
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+def may_claim(factory: sessionmaker[Session], job_id: str) -> bool:
+    """A cheap look, with no lock and no write: could `claim_job` take the job now?
+
+    False for a job that is gone, has ended, or runs under a live lease. A worker drops such a
+    message (a duplicate: the sweeper re-sends jobs whose message only *may* be lost) before it
+    pays for loading torch, the model and the data. True is only a hint; claim_job decides.
+    """
+    now = utcnow()
+    with factory() as session:
+        row = session.execute(
+            select(Job.status, Job.lease_expires_at).where(Job.id == job_id)
+        ).one_or_none()
+    if row is None or row.status in TERMINAL:
+        return False
+    return not (row.status == RUNNING and row.lease_expires_at and row.lease_expires_at >= now)
+
+
+def claim_job(
+    factory: sessionmaker[Session],
+    job_id: str,
+    *,
+    worker_id: str,
+    lease_seconds: float,
+    max_attempts: int,
+) -> Job | None:
+    """Take the job if it is free: queued, or running under an expired lease.
+
+    None when another worker holds it, it has ended, or it is out of attempts (then it is
+    failed here, with an error that says so).
+    """
+    now = utcnow()
+    with transaction(factory) as session:
+        claimed = _rows_changed(
+            session,
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.attempts < max_attempts,
+                Job.cancel_requested.is_(False),
+                or_(Job.status == QUEUED, and_(Job.status == RUNNING, Job.lease_expires_at < now)),
+            )
+            .values(
+                status=RUNNING,
+                worker_id=worker_id,
+                attempts=Job.attempts + 1,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                started_at=func.coalesce(Job.started_at, now),
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False),
+        )
+        job = session.get(Job, job_id)
+        if job is None:
+            return None
+        if claimed == 1:
+            session.refresh(job)
+            add_event(
+                session,
+                job_id,
+                "started",
+                f"attempt {job.attempts} of {max_attempts} on {worker_id}",
+                {"attempt": job.attempts, "worker": worker_id},
+            )
+            return job
+        if job.status == QUEUED and job.cancel_requested:
+            _finish(session, job, CANCELLED, error=_error("cancelled", "cancelled before it ran"))
+        elif job.status not in TERMINAL and job.attempts >= max_attempts:
+            _give_up(session, job, max_attempts)
+        return None
+
+
+def _rows_changed(session: Session, statement: Update) -> int:
+    result = cast(CursorResult[Any], session.execute(statement))
+    return result.rowcount
+
+
+def _error(code: str, message: str) -> dict[str, str]:
+    return {"code": code, "message": message}
+
+
+def _give_up(session: Session, job: Job, max_attempts: int) -> None:
+    _finish(
+        session,
+        job,
+        FAILED,
+        error=_error(
+            "too_many_attempts",
+            f"the job was started {job.attempts} times (limit {max_attempts}) and its worker died "
+            "each time without finishing it (killed, or out of memory?); giving up",
+        ),
+    )
+
+
+def _finish(
+    session: Session, job: Job, status: str, *, error: dict[str, str] | None = None
+) -> None:
+    job.status = status
+    job.error = error
+    job.finished_at = utcnow()
+    job.lease_expires_at = None
+    message = status if error is None else f"{status}: {error['message']}"
+    add_event(session, job.id, status, message, {"error": error} if error else {})
+
+
+def heartbeat(
+    factory: sessionmaker[Session], job_id: str, *, worker_id: str, lease_seconds: float
+) -> tuple[bool, bool]:
+    """Renew the lease. Returns (still ours, cancel requested)."""
+    now = utcnow()
+    with transaction(factory) as session:
+        renewed = _rows_changed(
+            session,
+            update(Job)
+            .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == RUNNING)
+            .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+            .execution_options(synchronize_session=False),
+        )
+        cancel = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
+    return renewed == 1, bool(cancel)
+
+
+def cancel_requested(factory: sessionmaker[Session], job_id: str) -> bool:
+    """The job's cancel flag alone: a one-column primary-key read, cheap enough to be asked
+    before every batch (no ORM object, no write, no lock)."""
+    with factory() as session:
+        return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def record_epoch(
+    factory: sessionmaker[Session],
+    job_id: str,
+    *,
+    worker_id: str,
+    checkpoint: Checkpoint,
+    message: str,
+) -> dict[str, Any]:
+    """An epoch's Checkpoint row, its event and its entry in the job's `metrics.epochs`, in one
+    transaction (the unique (job, epoch) makes it once only). Returns the job's new metrics."""
+    with transaction(factory) as session:
+        job = owned_job(session, job_id, worker_id)
+        session.add(checkpoint)
+        add_event(session, job_id, "epoch", message, checkpoint.metrics)
+        epochs = [e for e in job.metrics.get("epochs", []) if e["epoch"] < checkpoint.epoch]
+        # A new dict: the JSON column notices only a changed value, not an edited one.
+        job.metrics = {**job.metrics, "epochs": [*epochs, checkpoint.metrics]}
+        return job.metrics
+
+
+def owned_job(session: Session, job_id: str, worker_id: str) -> Job:
+    """The job, if this worker still holds it; Conflict otherwise (its lease was taken over)."""
+    job = session.get(Job, job_id)
+    if job is None or job.worker_id != worker_id or job.status != RUNNING:
+        raise Conflict(f"job {job_id} is no longer held by {worker_id}")
+    return job
+
+
+def finish_job(
+    factory: sessionmaker[Session],
+    job_id: str,
+    *,
+    worker_id: str,
+    status: str,
+    error: dict[str, str] | None = None,
+    new_rows: Sequence[Base] = (),
+    **fields: Any,
+) -> None:
+    """End a job this worker holds, setting `fields` (metrics, result_model_id, ...).
+
+    `new_rows` (the hardened model's row) are added in the same transaction, so a worker that
+    dies, or loses its lease, before the end leaves no half-registered result behind.
+    """
+    with transaction(factory) as session:
+        job = owned_job(session, job_id, worker_id)
+        session.add_all(new_rows)
+        for name, value in fields.items():
+            setattr(job, name, value)
+        _finish(session, job, status, error=error)
+
+
+def request_cancel(session: Session, *, owner_id: str, job_id: str) -> Job:
+    """Cancel: a queued job at once; a running one is asked to stop at its next batch."""
+    job = get_job(session, owner_id, job_id)
+    if job.status in TERMINAL:
+        raise Conflict(f"job {job_id} has already ended ({job.status})")
+    if job.status == QUEUED:
+        job.cancel_requested = True
+        _finish(session, job, CANCELLED, error=_error("cancelled", "cancelled before it ran"))
+    elif not job.cancel_requested:
+        job.cancel_requested = True
+        add_event(
+            session, job.id, "cancel_requested", "cancel requested; stopping at the next batch"
+        )
+    return job
+
+
+def sweep(
+    factory: sessionmaker[Session],
+    *,
+    max_attempts: int,
+    requeue_queued_after: timedelta,
+    now: datetime | None = None,
+) -> list[str]:
+    """Find jobs whose worker died (lease expired) or whose message may be lost (queued too
+    long); put them back in the queue, or fail those out of attempts. Returns the ids to enqueue.
+    """
+    now = now or utcnow()
+    to_enqueue: list[str] = []
+    with transaction(factory) as session:
+        # Row locks (PostgreSQL; SQLite locks the whole database anyway): a claim waits for the
+        # sweep's verdict instead of being overwritten by it, and a second sweeper skips the
+        # rows the first one is taking up rather than enqueueing them twice.
+        expired = session.scalars(
+            select(Job)
+            .where(Job.status == RUNNING, Job.lease_expires_at < now)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for job in expired:
+            if job.cancel_requested:
+                _finish(
+                    session,
+                    job,
+                    CANCELLED,
+                    error=_error("cancelled", "cancelled; its worker stopped answering"),
+                )
+                continue
+            if job.attempts >= max_attempts:
+                _give_up(session, job, max_attempts)
+                continue
+            job.status, job.worker_id, job.lease_expires_at = QUEUED, None, None
+            job.enqueued_at = now
+            add_event(
+                session,
+                job.id,
+                "requeued",
+                f"the worker's lease expired during attempt {job.attempts}; queued again",
+            )
+            to_enqueue.append(job.id)
+        stale = session.scalars(
+            select(Job)
+            .where(Job.status == QUEUED, Job.enqueued_at < now - requeue_queued_after)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for job in stale:
+            job.enqueued_at = now
+            to_enqueue.append(job.id)
+    if to_enqueue:
+        log.info("sweep: re-enqueueing %s", to_enqueue)
+    return to_enqueue
