@@ -12,6 +12,7 @@ import errno
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -50,12 +51,12 @@ class ArtifactStore:
 
     def put_file(self, key: str, source: Path) -> StoredArtifact:
         with source.open("rb") as handle:
-            return self.put_chunks(key, iter(lambda: handle.read(CHUNK_BYTES), b""))
+            return self.put_stream(key, iter(lambda: handle.read(CHUNK_BYTES), b""))
 
     def put_bytes(self, key: str, data: bytes) -> StoredArtifact:
-        return self.put_chunks(key, [data])
+        return self.put_stream(key, [data])
 
-    def put_chunks(
+    def put_stream(
         self, key: str, chunks: Iterable[bytes], *, max_bytes: int | None = None
     ) -> StoredArtifact:
         """Write `chunks` to `key`, hashing as it goes; TooLarge past `max_bytes` and
@@ -72,7 +73,7 @@ class ArtifactStore:
     async def put_async_chunks(
         self, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None
     ) -> StoredArtifact:
-        """As put_chunks, for a request body that arrives asynchronously."""
+        """As put_stream, for a request body that arrives asynchronously."""
         with _no_room_is_storage_full(key):
             writer = _AtomicWriter(self.path(key), key=key, max_bytes=max_bytes)
             try:
@@ -81,6 +82,20 @@ class ArtifactStore:
                 return writer.commit()
             finally:
                 writer.discard()
+
+    @contextmanager
+    def local_copy(self, key: str) -> Iterator[Path]:
+        """A local file holding `key`'s bytes, for code that needs a file; read it, never
+        write it (here it is the stored file itself)."""
+        path = self.path(key)
+        if not path.is_file():
+            raise FileNotFoundError(f"no artifact {key!r}")
+        yield path
+
+    def copy_to(self, key: str, destination: Path) -> None:
+        """Write `key`'s bytes to the local file `destination` (e.g. into a job folder)."""
+        with self.local_copy(key) as source:
+            shutil.copyfile(source, destination)
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import tempfile
 import threading
 import time
@@ -289,14 +288,14 @@ class _JobRun:
         """Copy the job's inputs into its folder and write the request; returns the inputs,
         which the sandbox shows read-only. Nothing else of the worker's is visible there."""
         inputs = [job_dir / REQUEST_FILE, job_dir / MODEL_FILE]
-        shutil.copyfile(self.store.path(model_row.storage_key), job_dir / MODEL_FILE)
+        self.store.copy_to(model_row.storage_key, job_dir / MODEL_FILE)
         dataset = self._stage_dataset(job_dir, sandbox)
         if dataset["file"] is not None:
             inputs.append(job_dir / dataset["file"])
         rows = self._checkpoint_rows()
         self.epochs_done = len(rows)
         if rows:
-            shutil.copyfile(self.store.path(rows[-1].storage_key), job_dir / RESUME_FILE)
+            self.store.copy_to(rows[-1].storage_key, job_dir / RESUME_FILE)
             inputs.append(job_dir / RESUME_FILE)
         request = {
             "job_id": self.job.id,
@@ -350,7 +349,7 @@ class _JobRun:
             raise DatasetError(f"the job's dataset {name} no longer exists")
         # The stored name keeps the upload's suffix (.npz, .tar.gz), which says how to read it.
         file_name = row.storage_key.rsplit("/", 1)[-1]
-        shutil.copyfile(self.store.path(row.storage_key), job_dir / file_name)
+        self.store.copy_to(row.storage_key, job_dir / file_name)
         return {"name": name, "file": file_name, "data_dir": None, "allow_download": False}
 
     # -- what the engine hands back ---------------------------------------------------------
@@ -440,9 +439,9 @@ class _JobRun:
         model_bytes = self.settings.max_model_bytes
         checkpoint_bytes = CHECKPOINT_SIZE_FACTOR * model_bytes + CHECKPOINT_SLACK_BYTES
         with engine.output(message.checkpoint, max_bytes=checkpoint_bytes) as handle:
-            stored = self.store.put_chunks(key, handle.chunks())
+            stored = self.store.put_stream(key, handle.chunks())
         with engine.output(message.weights, max_bytes=model_bytes) as handle:
-            self.store.put_chunks(catalog.weights_key_beside(key), handle.chunks())
+            self.store.put_stream(catalog.weights_key_beside(key), handle.chunks())
         engine.remove(message.checkpoint)
         engine.remove(message.weights)
         values = metrics.model_dump()
@@ -572,7 +571,7 @@ class _JobRun:
         model_id = new_id("mdl")
         key = catalog.model_key(model_id)
         with engine.output(name, max_bytes=self.settings.max_model_bytes) as handle:
-            stored = self.store.put_chunks(key, handle.chunks())
+            stored = self.store.put_stream(key, handle.chunks())
         return Model(
             id=model_id,
             owner_id=source.owner_id,
