@@ -1,7 +1,10 @@
-"""Domain errors of the service. The engine's own (ModelLoadError, DatasetError, ...) live in
+"""Domain errors of the service, and the one table of error codes that the API answers with and
+that a failed job records. The engine's own errors (ModelLoadError, DatasetError, ...) live in
 core.robust.errors and are re-exported here so adapters have one place to map from."""
 
 from __future__ import annotations
+
+from typing import Final
 
 from core.robust.errors import (
     DatasetError,
@@ -13,10 +16,14 @@ from core.robust.errors import (
 )
 
 __all__ = [
+    "ERROR_CODES",
+    "ERROR_TABLE",
+    "JOB_ONLY_CODES",
     "Conflict",
     "DatasetError",
     "InvalidConfig",
     "InvalidRequest",
+    "JobCode",
     "ModelLoadError",
     "NotFound",
     "RobustError",
@@ -27,6 +34,9 @@ __all__ = [
     "Unauthorized",
     "UnsafeArchiveError",
     "ValidationTimeout",
+    "error_body",
+    "error_code",
+    "status_and_code",
 ]
 
 
@@ -65,3 +75,70 @@ class ValidationTimeout(ServiceError):
 
 class StorageFull(ServiceError):
     """The artifact store has no room left (its disk is full, or its quota is spent)."""
+
+
+# The one table: each domain error -> (the HTTP status the API answers, its code). The code is
+# the same on a failed job. A class not listed maps through its nearest listed base (MRO order);
+# a test checks that every domain error class is listed here itself.
+ERROR_TABLE: dict[type[Exception], tuple[int, str]] = {
+    ServiceError: (400, "bad_request"),
+    Unauthorized: (401, "unauthorized"),
+    NotFound: (404, "not_found"),
+    Conflict: (409, "conflict"),
+    TooLarge: (413, "too_large"),
+    InvalidRequest: (422, "invalid_request"),
+    ValidationTimeout: (422, "validation_timeout"),
+    RobustError: (422, "engine_error"),
+    ModelLoadError: (422, "invalid_model"),
+    DatasetError: (422, "invalid_dataset"),
+    UnsafeArchiveError: (422, "unsafe_archive"),
+    InvalidConfig: (422, "invalid_config"),
+    TrainingDiverged: (422, "training_diverged"),
+    StorageFull: (507, "storage_full"),
+}
+
+
+class JobCode:
+    """Codes only a job's `error` has: how a job ended that is no domain error of a request."""
+
+    CANCELLED: Final = "cancelled"
+    TOO_MANY_ATTEMPTS: Final = "too_many_attempts"
+    INTERNAL_ERROR: Final = "internal_error"
+    ENGINE_CRASHED: Final = "engine_crashed"
+    ENGINE_PROTOCOL_ERROR: Final = "engine_protocol_error"
+    ENGINE_OUTPUT_TOO_LARGE: Final = "engine_output_too_large"
+    OUT_OF_MEMORY: Final = "out_of_memory"
+    MODEL_ERROR: Final = "model_error"
+
+
+JOB_ONLY_CODES: dict[str, str] = {
+    JobCode.CANCELLED: "cancelled before it ran, while running, or once its worker stopped",
+    JobCode.TOO_MANY_ATTEMPTS: "its worker died on every attempt without finishing it",
+    JobCode.INTERNAL_ERROR: "an unexpected error of the service (also the API's 500)",
+    JobCode.ENGINE_CRASHED: "the job's engine process died (killed, or out of memory?)",
+    JobCode.ENGINE_PROTOCOL_ERROR: "the job's engine process broke the protocol and was stopped",
+    JobCode.ENGINE_OUTPUT_TOO_LARGE: "the job's engine wrote a file larger than its limit",
+    JobCode.OUT_OF_MEMORY: "the job's engine ran out of memory (the GPU's, or its own limit)",
+    JobCode.MODEL_ERROR: "the model's own TorchScript code failed while running in the sandbox",
+}
+
+# Every code a domain error or a job's end can carry.
+ERROR_CODES = frozenset({*(code for _, code in ERROR_TABLE.values()), *JOB_ONLY_CODES})
+
+
+def status_and_code(error: BaseException) -> tuple[int, str]:
+    """The (HTTP status, code) of a domain error: its own entry, or its nearest base's."""
+    for cls in type(error).__mro__:
+        if cls in ERROR_TABLE:
+            return ERROR_TABLE[cls]
+    raise LookupError(f"{type(error).__name__} has no entry in the error table")
+
+
+def error_code(error: BaseException) -> str:
+    """The code of a domain error, the same in the API's answer and on a failed job."""
+    return status_and_code(error)[1]
+
+
+def error_body(code: str, message: str) -> dict[str, str]:
+    """An error as data: a failed job's `error`, and the core of the API's error shape."""
+    return {"code": code, "message": message}

@@ -119,5 +119,5 @@ def test_torchvision_builtin_is_refused_by_name_in_the_sandbox(
 
     job = service.job(job_id)
     assert job.status == FAILED and job.error is not None
-    assert job.error["code"] == "dataset_error"
+    assert job.error["code"] == "invalid_dataset"
     assert "builtin:mnist" in job.error["message"] and "upload the data" in job.error["message"]

@@ -149,7 +149,7 @@ def test_crafted_torchscript_models_reach_no_file_outside_their_job_folder(
         assert not path.exists(), f"{path} was created"
     for name, job in ended.items():
         assert job.error is not None, name
-        assert job.error["code"] in {"model_load_error", "model_error"}, (name, job.error)
+        assert job.error["code"] in {"invalid_model", "model_error"}, (name, job.error)
         # The reason first: the file is not there for the model (the sandbox shows only the
         # job folder), then where in its code it tried.
         reason = job.error["message"].splitlines()[0]
@@ -204,7 +204,7 @@ def test_torchscript_without_a_sandbox_is_refused_before_it_runs(
 
     job = service.job(job_id)
     assert job.status == FAILED and job.error is not None
-    assert job.error["code"] == "model_load_error"
+    assert job.error["code"] == "invalid_model"
     assert "no sandbox" in job.error["message"]
     assert snapshot(marker) == before
 

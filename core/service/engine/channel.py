@@ -34,6 +34,7 @@ from core.service.engine.protocol import (
     Reply,
     encode,
 )
+from core.service.errors import JobCode
 from core.service.sandbox.runner import Sandbox, SandboxedProcess
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ class EngineChannel:
                 raise self._broken(f"{name}, which is not a plain file")
             if info.st_size > max_bytes:
                 raise EngineFailure(
-                    "engine_output_too_large",
+                    JobCode.ENGINE_OUTPUT_TOO_LARGE,
                     f"the job's engine wrote {name} of {info.st_size} bytes, more than the "
                     f"limit of {max_bytes}",
                 )
@@ -201,13 +202,13 @@ class EngineChannel:
         else:
             how = f"exited with code {code}"
         return EngineFailure(
-            "engine_crashed", f"the job's engine process {how} before it finished: {last[0]}"
+            JobCode.ENGINE_CRASHED, f"the job's engine process {how} before it finished: {last[0]}"
         )
 
     def _broken(self, what: str) -> EngineFailure:
         self.process.close()
         return EngineFailure(
-            "engine_protocol_error", f"the job's engine process sent {what}; it was stopped"
+            JobCode.ENGINE_PROTOCOL_ERROR, f"the job's engine process sent {what}; it was stopped"
         )
 
     def _exit_code(self, *, wait: float) -> int | None:
@@ -257,7 +258,7 @@ class _Bounded:
         self.seen += len(data)
         if self.seen > self.limit:
             raise EngineFailure(
-                "engine_output_too_large",
+                JobCode.ENGINE_OUTPUT_TOO_LARGE,
                 f"a file of the job's engine grew past {self.limit} bytes",
             )
         return data

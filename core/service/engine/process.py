@@ -44,6 +44,7 @@ from core.service.engine.protocol import (
     ValidationFacts,
     encode,
 )
+from core.service.errors import JobCode, error_code
 
 log = logging.getLogger("core.service.engine.process")
 
@@ -339,34 +340,28 @@ def failure(exc: BaseException, *, model_format: str) -> Failed:
     """The error an exception ends the job with: the engine's own errors by their kind."""
     import torch
 
-    from core.robust import DatasetError, InvalidConfig, ModelLoadError, TrainingDiverged
+    from core.robust import RobustError
 
     code: FailureCode
     message = str(exc)
-    if isinstance(exc, TrainingDiverged):
-        code = "training_diverged"
-    elif isinstance(exc, ModelLoadError):
-        code = "model_load_error"
-    elif isinstance(exc, DatasetError):
-        code = "dataset_error"
-    elif isinstance(exc, InvalidConfig):
-        code = "invalid_config"
+    if isinstance(exc, RobustError):
+        code = cast(FailureCode, error_code(exc))
     elif isinstance(exc, torch.cuda.OutOfMemoryError):
-        code, message = "out_of_memory", f"the GPU ran out of memory: {exc}; lower batch_size"
+        code, message = JobCode.OUT_OF_MEMORY, f"the GPU ran out of memory: {exc}; lower batch_size"
     elif isinstance(exc, MemoryError) or "can't allocate memory" in message:
-        code = "out_of_memory"
+        code = JobCode.OUT_OF_MEMORY
         message = (
             "the job's engine ran out of memory (its limit is the worker's job_memory_bytes); "
             f"lower batch_size: {message}"
         )
     elif isinstance(exc, RuntimeError) and model_format == "torchscript":
-        code = "model_error"
+        code = JobCode.MODEL_ERROR
         message = (
             "the model's TorchScript code failed while running in the job's sandbox (which "
             f"reaches no file outside the job's folder and no network): {message}"
         )
     else:
-        code, message = "internal_error", f"{type(exc).__name__}: {message}"
+        code, message = JobCode.INTERNAL_ERROR, f"{type(exc).__name__}: {message}"
     message = _reason_first(message)
     if len(message) > MAX_MESSAGE_CHARS:
         message = message[: MAX_MESSAGE_CHARS - 15] + " [… truncated]"

@@ -28,13 +28,16 @@ ShortText = Annotated[str, Field(max_length=200)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Seconds = Annotated[float, Field(ge=0.0, le=1e9)]
 
-# Why a job's engine stopped with an error: the job's error code says it.
+# Why a job's engine stopped with an error: the job's error code says it, one of
+# core.service.errors' codes (a test checks that each is in its table).
 FailureCode = Literal[
+    "engine_error",
     "training_diverged",
-    "model_load_error",
-    "model_error",
-    "dataset_error",
+    "invalid_model",
+    "invalid_dataset",
+    "unsafe_archive",
     "invalid_config",
+    "model_error",
     "out_of_memory",
     "internal_error",
 ]

@@ -17,7 +17,7 @@ from sqlalchemy import CursorResult, Update, and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.service.db import transaction
-from core.service.errors import Conflict, NotFound
+from core.service.errors import Conflict, JobCode, NotFound, error_body
 from core.service.ids import new_id
 from core.service.tables import Base, Checkpoint, Job, JobEvent, utcnow
 
@@ -162,7 +162,12 @@ def claim_job(
             )
             return job
         if job.status == QUEUED and job.cancel_requested:
-            _finish(session, job, CANCELLED, error=_error("cancelled", "cancelled before it ran"))
+            _finish(
+                session,
+                job,
+                CANCELLED,
+                error=error_body(JobCode.CANCELLED, "cancelled before it ran"),
+            )
         elif job.status not in TERMINAL and job.attempts >= max_attempts:
             _give_up(session, job, max_attempts)
         return None
@@ -173,17 +178,13 @@ def _rows_changed(session: Session, statement: Update) -> int:
     return result.rowcount
 
 
-def _error(code: str, message: str) -> dict[str, str]:
-    return {"code": code, "message": message}
-
-
 def _give_up(session: Session, job: Job, max_attempts: int) -> None:
     _finish(
         session,
         job,
         FAILED,
-        error=_error(
-            "too_many_attempts",
+        error=error_body(
+            JobCode.TOO_MANY_ATTEMPTS,
             f"the job was started {job.attempts} times (limit {max_attempts}) and its worker died "
             "each time without finishing it (killed, or out of memory?); giving up",
         ),
@@ -283,7 +284,12 @@ def request_cancel(session: Session, *, owner_id: str, job_id: str) -> Job:
         raise Conflict(f"job {job_id} has already ended ({job.status})")
     if job.status == QUEUED:
         job.cancel_requested = True
-        _finish(session, job, CANCELLED, error=_error("cancelled", "cancelled before it ran"))
+        _finish(
+            session,
+            job,
+            CANCELLED,
+            error=error_body(JobCode.CANCELLED, "cancelled before it ran"),
+        )
     elif not job.cancel_requested:
         job.cancel_requested = True
         add_event(
@@ -319,7 +325,7 @@ def sweep(
                     session,
                     job,
                     CANCELLED,
-                    error=_error("cancelled", "cancelled; its worker stopped answering"),
+                    error=error_body(JobCode.CANCELLED, "cancelled; its worker stopped answering"),
                 )
                 continue
             if job.attempts >= max_attempts:

@@ -45,7 +45,15 @@ from core.service.engine.protocol import (
     ProbeReport,
     Stopped,
 )
-from core.service.errors import Conflict, DatasetError, ModelLoadError, StorageFull
+from core.service.errors import (
+    Conflict,
+    DatasetError,
+    JobCode,
+    ModelLoadError,
+    StorageFull,
+    error_body,
+    error_code,
+)
 from core.service.ids import new_id
 from core.service.jobs import lifecycle
 from core.service.jobs.verdict import DEFAULT_MAX_CLEAN_DROP, harden_verdict
@@ -145,10 +153,6 @@ def run_job(
         keeper.join()
 
 
-def _error(code: str, message: str) -> dict[str, str]:
-    return {"code": code, "message": message}
-
-
 class _ReportSummary(BaseModel):
     """What the parent relies on in an evaluation report the engine wrote."""
 
@@ -188,17 +192,13 @@ class _JobRun:
             self._end_stopped()
         except EngineFailure as exc:
             self._fail(exc.code, exc.message)
-        except ModelLoadError as exc:
-            self._fail("model_load_error", str(exc))
-        except DatasetError as exc:
-            self._fail("dataset_error", str(exc))
-        except StorageFull as exc:
-            self._fail("storage_full", exc.message)
+        except (ModelLoadError, DatasetError, StorageFull) as exc:
+            self._fail(error_code(exc), str(exc))
         except Conflict:
             log.warning("job %s: lease lost to another worker; leaving it", self.job.id)
         except Exception as exc:  # the job fails with the reason; the worker lives on
             log.exception("job %s failed", self.job.id)
-            self._fail("internal_error", f"{type(exc).__name__}: {exc}")
+            self._fail(JobCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
 
     def _run(self) -> None:
         sandbox = sandbox_from_settings(self.settings)
@@ -363,7 +363,7 @@ class _JobRun:
     def _store_before(self, engine: EngineChannel, message: Evaluated) -> None:
         if self.job.metrics.get("before") is not None:
             raise EngineFailure(
-                "engine_protocol_error", "the job's engine evaluated the model a second time"
+                JobCode.ENGINE_PROTOCOL_ERROR, "the job's engine evaluated the model a second time"
             )
         report = self._report(engine, message.report)
         self._update(
@@ -413,7 +413,7 @@ class _JobRun:
             _ReportSummary.model_validate(report)
         except ValidationError as exc:
             raise EngineFailure(
-                "engine_protocol_error",
+                JobCode.ENGINE_PROTOCOL_ERROR,
                 f"the job's engine wrote an evaluation report that is not one: {exc}"[:2000],
             ) from exc
         assert isinstance(report, dict)
@@ -427,7 +427,7 @@ class _JobRun:
         metrics = message.metrics
         if metrics.epoch != self.epochs_done + 1 or metrics.epoch > self.epochs:
             raise EngineFailure(
-                "engine_protocol_error",
+                JobCode.ENGINE_PROTOCOL_ERROR,
                 f"the job's engine reported epoch {metrics.epoch} after epoch {self.epochs_done}",
             )
         # Each attempt writes its own files: a worker that lost its lease and has not noticed
@@ -483,7 +483,8 @@ class _JobRun:
         metrics = dict(self.job.metrics)
         if "before" not in metrics:
             raise EngineFailure(
-                "engine_protocol_error", "the job's engine finished without evaluating the model"
+                JobCode.ENGINE_PROTOCOL_ERROR,
+                "the job's engine finished without evaluating the model",
             )
         result_model = None
         if self.job.kind == "harden":
@@ -495,7 +496,7 @@ class _JobRun:
                 or finished.best_epoch > self.epochs_done
             ):
                 raise EngineFailure(
-                    "engine_protocol_error",
+                    JobCode.ENGINE_PROTOCOL_ERROR,
                     f"the job's engine finished after {self.epochs_done} of {self.epochs} epochs "
                     "without a model, its report or its best epoch",
                 )
@@ -506,7 +507,7 @@ class _JobRun:
             metrics["stopped_early"] = finished.stopped_early
             if finished.dataset.validation is None:
                 raise EngineFailure(
-                    "engine_protocol_error",
+                    JobCode.ENGINE_PROTOCOL_ERROR,
                     "the job's engine finished training without naming its validation split",
                 )
             metrics["validation"] = finished.dataset.validation.model_dump(
@@ -594,7 +595,7 @@ class _JobRun:
     def _batch_progress(self, message: BatchDone) -> None:
         if message.epoch != self.epochs_done + 1 or message.step > message.steps:
             raise EngineFailure(
-                "engine_protocol_error",
+                JobCode.ENGINE_PROTOCOL_ERROR,
                 f"the job's engine reported batch {message.step} of epoch {message.epoch} "
                 f"after epoch {self.epochs_done}",
             )
@@ -619,7 +620,8 @@ class _JobRun:
     def _probe_progress(self, message: ProbeBatch) -> None:
         if self.epochs_done or message.candidate > message.candidates:
             raise EngineFailure(
-                "engine_protocol_error", "the job's engine probed the learning rate mid-training"
+                JobCode.ENGINE_PROTOCOL_ERROR,
+                "the job's engine probed the learning rate mid-training",
             )
         probed = ((message.candidate - 1) * message.steps + message.step) / (
             message.candidates * message.steps
@@ -675,8 +677,8 @@ class _JobRun:
                 worker_id=self.worker_id,
                 status=lifecycle.CANCELLED,
                 progress=progress,
-                error=_error(
-                    "cancelled",
+                error=error_body(
+                    JobCode.CANCELLED,
                     "cancelled while running; the checkpoints of finished epochs stay downloadable",
                 ),
             )
@@ -691,7 +693,7 @@ class _JobRun:
                 self.job.id,
                 worker_id=self.worker_id,
                 status=lifecycle.FAILED,
-                error=_error(code, message),
+                error=error_body(code, message),
             )
         except Conflict:
             log.warning("job %s: could not record failure, lease lost", self.job.id)
