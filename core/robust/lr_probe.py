@@ -36,7 +36,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from core.robust.optimizers import candidate_rates
+from core.robust.optimizer_rates import candidate_rates
 
 PROBE_BUDGET_FRACTION = 0.1
 MIN_STEPS = 4

@@ -1,4 +1,4 @@
-"""Which optimizer fine-tunes a model, and the rates that suit it.
+"""Which optimizer fine-tunes a model, chosen by its family, and the optimizer itself.
 
 Families are trained with different optimizers, and fine-tuning keeps to the one a family was
 trained with: BatchNorm convolutional networks (ResNet, MobileNet, RegNet) with SGD and
@@ -11,8 +11,7 @@ back toward its starting weights: README).
 LayerNorm layers and no BatchNorm, and SGD for every other one (the digits CNN, which has
 neither, is SGD's: benchmarks/schedules.py chose its schedule so).
 
-The two optimizers' rates differ by about 100x; each has its own grid for the probe
-(core.robust.lr_probe), and its own fallback rate.
+The optimizers' names and rates live in core.robust.optimizer_rates (torch-free); re-exported.
 """
 
 from __future__ import annotations
@@ -22,17 +21,25 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-OPTIMIZERS = ("auto", "sgd", "adamw")
+from core.robust.optimizer_rates import (
+    BASE_RATES,
+    FALLBACK_BASE_RATES,
+    OPTIMIZERS,
+    REFERENCE_BATCH_SIZE,
+    candidate_rates,
+    fallback_rate,
+)
 
-# Rates at batch size REFERENCE_BATCH_SIZE, a 100x span in steps of about 3.16x; the probe's
-# grid is these times batch_size / REFERENCE_BATCH_SIZE (the linear scaling rule).
-BASE_RATES = {
-    "sgd": (0.002, 0.006, 0.02, 0.06, 0.2),
-    "adamw": (2e-5, 6e-5, 2e-4, 6e-4, 2e-3),
-}
-# Without a validation split there is nothing to score the probe's candidates on: this is used.
-FALLBACK_BASE_RATES = {"sgd": 0.02, "adamw": 2e-4}
-REFERENCE_BATCH_SIZE = 128
+__all__ = [
+    "BASE_RATES",
+    "FALLBACK_BASE_RATES",
+    "OPTIMIZERS",
+    "REFERENCE_BATCH_SIZE",
+    "candidate_rates",
+    "fallback_rate",
+    "make_optimizer",
+    "resolve_optimizer",
+]
 
 _BATCH_NORMS = (nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm)
 
@@ -45,15 +52,6 @@ def resolve_optimizer(name: str, model: nn.Module) -> str:
     has_layer_norm = any(isinstance(module, nn.LayerNorm) for module in modules)
     has_batch_norm = any(isinstance(module, _BATCH_NORMS) for module in modules)
     return "adamw" if has_layer_norm and not has_batch_norm else "sgd"
-
-
-def candidate_rates(batch_size: int, optimizer: str = "sgd") -> list[float]:
-    scale = batch_size / REFERENCE_BATCH_SIZE
-    return [rate * scale for rate in BASE_RATES[optimizer]]
-
-
-def fallback_rate(batch_size: int, optimizer: str = "sgd") -> float:
-    return FALLBACK_BASE_RATES[optimizer] * batch_size / REFERENCE_BATCH_SIZE
 
 
 def make_optimizer(

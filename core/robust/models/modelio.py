@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import safetensors.torch
 import torch
@@ -27,8 +27,11 @@ from torch import nn
 
 from core.robust.errors import InvalidConfig, ModelLoadError
 from core.robust.models.architectures import build_architecture
+from core.robust.models.formats import FORMATS, ModelFormat, PathLike, detect_format
 
 __all__ = [
+    "FORMATS",
+    "ModelFormat",
     "ModelSpec",
     "RobustModel",
     "detect_format",
@@ -37,13 +40,7 @@ __all__ = [
     "save_model",
 ]
 
-ModelFormat = Literal["torchscript", "state_dict", "safetensors"]
-FORMATS: tuple[ModelFormat, ...] = ("torchscript", "state_dict", "safetensors")
-PathLike = str | os.PathLike[str]
-
 _NESTING_KEYS = ("state_dict", "model_state_dict", "model")
-_PICKLE_PROTO_OPCODE = b"\x80"
-_ZIP_MAGIC = b"PK\x03\x04"
 
 
 @dataclass(frozen=True)
@@ -134,65 +131,6 @@ def _quiet_torchscript() -> Iterator[None]:
             "ignore", message=r".*torch\.jit.*deprecated", category=FutureWarning
         )
         yield
-
-
-def _zip_entries(path: Path) -> list[str]:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ModelLoadError(
-            f"{path.name} looks like a zip archive but cannot be read: {exc}"
-        ) from exc
-    # torch writes every entry under one top-level folder named after the file.
-    return [name.split("/", 1)[1] if "/" in name else name for name in names]
-
-
-def _classify_zip(path: Path) -> ModelFormat:
-    entries = _zip_entries(path)
-    if any(e == "archive_format" or e.startswith("models/") for e in entries):
-        raise ModelLoadError(
-            "torch.export (.pt2) archives are not accepted because their loader falls back to "
-            "unsafe unpickling; upload a TorchScript archive, a state_dict or a safetensors file"
-        )
-    if any(e == "constants.pkl" or e.startswith("code/") for e in entries):
-        return "torchscript"
-    if "data.pkl" in entries:
-        return "state_dict"
-    raise ModelLoadError(
-        f"{path.name} is a zip archive but not one written by torch.save or torch.jit.save"
-    )
-
-
-def _looks_like_safetensors(head: bytes, size: int) -> bool:
-    if len(head) < 9:
-        return False
-    header_length = int.from_bytes(head[:8], "little")
-    return head[8:9] == b"{" and 2 <= header_length <= size - 8
-
-
-def detect_format(path: PathLike) -> ModelFormat:
-    """Tell a model file's format from its bytes (never its name).
-
-    Raises ModelLoadError for a .pt2 archive and for anything that is not TorchScript, a
-    torch.save state_dict or safetensors.
-    """
-    file = Path(path)
-    try:
-        size = file.stat().st_size
-        with file.open("rb") as handle:
-            head = handle.read(16)
-    except OSError as exc:
-        raise ModelLoadError(f"cannot read model file {file.name}: {exc}") from exc
-    if _looks_like_safetensors(head, size):
-        return "safetensors"
-    if head.startswith(_ZIP_MAGIC):
-        return _classify_zip(file)
-    if head.startswith(_PICKLE_PROTO_OPCODE):
-        return "state_dict"  # legacy (pre-1.6) torch.save: a bare pickle stream
-    raise ModelLoadError(
-        f"{file.name} is not a TorchScript archive, state_dict or safetensors file"
-    )
 
 
 def _unwrap_state_dict(loaded: object) -> dict[str, torch.Tensor]:
