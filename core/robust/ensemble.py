@@ -23,13 +23,24 @@ import torch
 from torch import nn
 
 from core.robust.apgd import apgd, apgd_targeted
+from core.robust.attack_presets import ATTACK_PRESETS
 from core.robust.attacks import pgd
 from core.robust.autoattack import run_autoattack
 from core.robust.datasets.loading import ImageDataset
 from core.robust.measure import Attack, share, survivors
 from core.robust.threat import ThreatModel
 
-ATTACK_PRESETS = ("fast", "standard", "autoattack")
+__all__ = [
+    "ATTACK_PRESETS",
+    "STANDARD_TARGET_CLASSES",
+    "PassCounter",
+    "Stage",
+    "StageResult",
+    "WorstCase",
+    "preset_stages",
+    "worst_case",
+]
+
 # AutoAttack's standard version targets 9 classes at 100 steps each; 3 at k steps keeps the
 # headline within noise of it at a fraction of the cost (benchmarks/eval_cost.py).
 STANDARD_TARGET_CLASSES = 3

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 TORCH_FREE_MODULES = [
+    "core.robust.attack_presets",
     "core.robust.datasets.catalog",
     "core.robust.errors",
     "core.robust.finetune_config",
@@ -28,7 +29,7 @@ def test_vocabulary_module_imports_without_torch(module: str) -> None:
 
 
 def test_engine_modules_still_export_their_vocabulary() -> None:
-    from core.robust import finetune_config, optimizer_rates
+    from core.robust import attack_presets, ensemble, finetune_config, optimizer_rates
     from core.robust.datasets import catalog, loading
     from core.robust.finetune import ATTACKS, LOSSES, FinetuneConfig
     from core.robust.models import formats, modelio
@@ -39,6 +40,7 @@ def test_engine_modules_still_export_their_vocabulary() -> None:
         finetune_config.LOSSES,
         finetune_config.FinetuneConfig,
     )
+    assert ensemble.ATTACK_PRESETS is attack_presets.ATTACK_PRESETS
     assert OPTIMIZERS is optimizer_rates.OPTIMIZERS
     assert modelio.FORMATS is formats.FORMATS
     assert modelio.detect_format is formats.detect_format
