@@ -1,8 +1,6 @@
-"""The one JSON error shape, `{"error": {"code", "message", "field"}}`, and the one table that
-maps the domain's errors (core.service.errors, the engine's included) to an HTTP status and a code.
-
-Every error the API answers goes through `error_response`: domain errors, FastAPI's own request
-validation, routing's 404/405, and (as a last resort) unexpected exceptions.
+"""The one JSON error shape, `{"error": {"code", "message", "field"}}`, answered for every error:
+domain errors by core.service.errors' table (status and code), FastAPI's own request validation,
+routing's 404/405, and (as a last resort) unexpected exceptions, each as an `ApiError`'s response.
 """
 
 from __future__ import annotations
@@ -21,42 +19,14 @@ from starlette.routing import Match, Mount
 from starlette.types import Scope
 
 from core.service.errors import (
-    Conflict,
-    DatasetError,
-    InvalidConfig,
-    InvalidRequest,
-    ModelLoadError,
-    NotFound,
+    JobCode,
     RobustError,
     ServiceError,
-    StorageFull,
-    TooLarge,
-    TrainingDiverged,
-    Unauthorized,
-    UnsafeArchiveError,
-    ValidationTimeout,
+    error_body,
+    status_and_code,
 )
 
 log = logging.getLogger(__name__)
-
-# The one table. A class not listed maps through its nearest listed base (MRO order); a test
-# checks that every domain error class is listed here itself.
-ERROR_TABLE: dict[type[Exception], tuple[int, str]] = {
-    ServiceError: (400, "bad_request"),
-    Unauthorized: (401, "unauthorized"),
-    NotFound: (404, "not_found"),
-    Conflict: (409, "conflict"),
-    TooLarge: (413, "too_large"),
-    InvalidRequest: (422, "invalid_request"),
-    ValidationTimeout: (422, "validation_timeout"),
-    RobustError: (422, "engine_error"),
-    ModelLoadError: (422, "invalid_model"),
-    DatasetError: (422, "invalid_dataset"),
-    UnsafeArchiveError: (422, "unsafe_archive"),
-    InvalidConfig: (422, "invalid_config"),
-    TrainingDiverged: (422, "training_diverged"),
-    StorageFull: (507, "storage_full"),
-}
 
 HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
@@ -77,7 +47,8 @@ HTTP_STATUS_CODES = {
 
 
 class ApiError(Exception):
-    """An error that only the HTTP layer knows about (a bad Range, too many uploads at once)."""
+    """An error answer: one the HTTP layer raises itself (a bad Range, too many uploads at once),
+    or the answer the handlers below make of any other error."""
 
     def __init__(
         self,
@@ -92,28 +63,9 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.field = status, code, message, field
         self.headers = dict(headers or {})
 
-
-def status_and_code(error: BaseException) -> tuple[int, str]:
-    """The (status, code) of a domain error: its own entry, or its nearest base's."""
-    for cls in type(error).__mro__:
-        if cls in ERROR_TABLE:
-            return ERROR_TABLE[cls]
-    raise LookupError(f"{type(error).__name__} has no HTTP mapping")
-
-
-def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "field": field}}
-
-
-def error_response(
-    status: int,
-    code: str,
-    message: str,
-    *,
-    field: str | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> JSONResponse:
-    return JSONResponse(error_body(code, message, field), status_code=status, headers=headers)
+    def response(self) -> JSONResponse:
+        body = {"error": {**error_body(self.code, self.message), "field": self.field}}
+        return JSONResponse(body, status_code=self.status, headers=self.headers or None)
 
 
 def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -122,12 +74,12 @@ def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     # Engine errors carry no field unless core.service.sandbox.validation attached one.
     field = getattr(exc, "field", None)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return error_response(status, code, message, field=field, headers=headers)
+    return ApiError(status, code, message, field=field, headers=headers).response()
 
 
 def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, field=exc.field, headers=exc.headers)
+    return exc.response()
 
 
 def _dotted(location: Sequence[int | str]) -> str:
@@ -156,14 +108,14 @@ def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
     if not errors:
-        return error_response(422, "invalid_request", "the request is not valid")
+        return ApiError(422, "invalid_request", "the request is not valid").response()
     first = errors[0]
     code = "invalid_json" if first.get("type") == "json_invalid" else "invalid_request"
     field = None if code == "invalid_json" else (_dotted(first.get("loc", ())) or None)
     message = "; ".join(_describe(error) for error in errors[:5])
     if len(errors) > 5:
         message += f" (and {len(errors) - 5} more)"
-    return error_response(422, code, message, field=field)
+    return ApiError(422, code, message, field=field).response()
 
 
 def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -179,7 +131,7 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
         allowed = allowed_methods(request.app, request.scope)
         if allowed:
             headers["Allow"] = ", ".join(allowed)
-    return error_response(exc.status_code, code, message, headers=headers or None)
+    return ApiError(exc.status_code, code, message, headers=headers).response()
 
 
 def allowed_methods(app: Starlette, scope: Scope) -> list[str]:
@@ -199,12 +151,13 @@ def allowed_methods(app: Starlette, scope: Scope) -> list[str]:
 
 def _client_disconnect(_request: Request, _exc: Exception) -> JSONResponse:
     # Nobody is left to read this; it only keeps a dropped upload from being logged as a crash.
-    return error_response(400, "client_disconnected", "the client went away mid-request")
+    return ApiError(400, "client_disconnected", "the client went away mid-request").response()
 
 
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal_error", "an internal error occurred; it has been logged")
+    message = "an internal error occurred; it has been logged"
+    return ApiError(500, JobCode.INTERNAL_ERROR, message).response()
 
 
 # -- the statuses each operation documents ---------------------------------------------------

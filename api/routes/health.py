@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from api.deps import ContextDep, QueueDep
-from api.errors import error_response
+from api.errors import ApiError
 from api.schemas import ErrorBody, HealthOut
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def readyz(context: ContextDep, queue: QueueDep) -> JSONResponse:
         log.warning("readyz: broker unreachable: %s", exc)
         problems.append(f"broker unreachable ({type(exc).__name__})")
     if problems:
-        return error_response(503, "not_ready", "; ".join(problems))
+        return ApiError(503, "not_ready", "; ".join(problems)).response()
     return JSONResponse({"status": "ready", "database": "ok", "broker": "ok"})
 
 

@@ -15,15 +15,12 @@ from core.robust.errors import (
     UnsafeArchiveError,
 )
 
+# The domain errors (a test checks each has its entry in the table below).
 __all__ = [
-    "ERROR_CODES",
-    "ERROR_TABLE",
-    "JOB_ONLY_CODES",
     "Conflict",
     "DatasetError",
     "InvalidConfig",
     "InvalidRequest",
-    "JobCode",
     "ModelLoadError",
     "NotFound",
     "RobustError",
@@ -34,9 +31,6 @@ __all__ = [
     "Unauthorized",
     "UnsafeArchiveError",
     "ValidationTimeout",
-    "error_body",
-    "error_code",
-    "status_and_code",
 ]
 
 
@@ -99,7 +93,8 @@ ERROR_TABLE: dict[type[Exception], tuple[int, str]] = {
 
 
 class JobCode:
-    """Codes only a job's `error` has: how a job ended that is no domain error of a request."""
+    """The codes no domain error carries: how else a job can end (internal_error is also the
+    API's answer to an unexpected exception, its 500)."""
 
     CANCELLED: Final = "cancelled"
     TOO_MANY_ATTEMPTS: Final = "too_many_attempts"
@@ -111,10 +106,10 @@ class JobCode:
     MODEL_ERROR: Final = "model_error"
 
 
-JOB_ONLY_CODES: dict[str, str] = {
+JOB_CODES: dict[str, str] = {
     JobCode.CANCELLED: "cancelled before it ran, while running, or once its worker stopped",
     JobCode.TOO_MANY_ATTEMPTS: "its worker died on every attempt without finishing it",
-    JobCode.INTERNAL_ERROR: "an unexpected error of the service (also the API's 500)",
+    JobCode.INTERNAL_ERROR: "an unexpected error of the service",
     JobCode.ENGINE_CRASHED: "the job's engine process died (killed, or out of memory?)",
     JobCode.ENGINE_PROTOCOL_ERROR: "the job's engine process broke the protocol and was stopped",
     JobCode.ENGINE_OUTPUT_TOO_LARGE: "the job's engine wrote a file larger than its limit",
@@ -123,7 +118,7 @@ JOB_ONLY_CODES: dict[str, str] = {
 }
 
 # Every code a domain error or a job's end can carry.
-ERROR_CODES = frozenset({*(code for _, code in ERROR_TABLE.values()), *JOB_ONLY_CODES})
+ERROR_CODES = frozenset({*(code for _, code in ERROR_TABLE.values()), *JOB_CODES})
 
 
 def status_and_code(error: BaseException) -> tuple[int, str]:

@@ -8,8 +8,8 @@ from http_checks import assert_error
 
 import core.service.errors
 import core.service.sandbox.validation
-from api.errors import ERROR_TABLE, status_and_code
 from core.robust.errors import RobustError
+from core.service.errors import ERROR_TABLE, status_and_code
 
 
 def all_subclasses(cls: type) -> set[type]:

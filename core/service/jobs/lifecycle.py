@@ -62,10 +62,7 @@ def create_job(
             select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == idempotency_key)
         )
         if existing is not None:
-            if existing.request_hash != request_hash:
-                raise Conflict(
-                    "this Idempotency-Key was used for a different request", field="Idempotency-Key"
-                )
+            check_replay(existing, request_hash)
             return existing, False
     job = Job(
         id=new_id("job"),
@@ -88,6 +85,14 @@ def create_job(
     session.flush()
     add_event(session, job.id, "queued", f"{kind} job created")
     return job, True
+
+
+def check_replay(job: Job, request_hash: str | None) -> None:
+    """A request that reuses the Idempotency-Key that made `job` must be the same request."""
+    if job.request_hash != request_hash:
+        raise Conflict(
+            "this Idempotency-Key was used for a different request", field="Idempotency-Key"
+        )
 
 
 def get_job(session: Session, owner_id: str, job_id: str) -> Job:
