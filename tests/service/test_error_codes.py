@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 import core
 from api.errors import install_error_handlers
-from core.service.engine.process import failure
+from core.service.engine.failure import failure
 from core.service.engine.protocol import FailureCode
 from core.service.errors import (
     ERROR_CODES,

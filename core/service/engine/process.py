@@ -19,9 +19,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+from core.service.engine.failure import failure
 from core.service.engine.protocol import (
     MAX_LINE_BYTES,
-    MAX_MESSAGE_CHARS,
     MODEL_FILE,
     REQUEST_FILE,
     RESUME_FILE,
@@ -31,8 +31,6 @@ from core.service.engine.protocol import (
     EpochDone,
     EpochReport,
     Evaluated,
-    Failed,
-    FailureCode,
     Finished,
     GuardReport,
     InterpolationReport,
@@ -44,13 +42,22 @@ from core.service.engine.protocol import (
     ValidationFacts,
     encode,
 )
-from core.service.errors import JobCode, error_code
 
 log = logging.getLogger("core.service.engine.process")
 
 BEFORE_REPORT = "before.json"
 AFTER_REPORT = "after.json"
 RESULT_MODEL = "result.model"
+# What the worker records of the fine-tuning's result: FinetuneResult's fields of these names
+# pass to the Finished message as they are (it checks them).
+RESULT_FACTS = (
+    "best_epoch",
+    "reference_clean_accuracy",
+    "best_meets_clean_constraint",
+    "peak_lr",
+    "optimizer",
+    "stopped_early",
+)
 
 
 class StopAsked(Exception):
@@ -145,18 +152,14 @@ class EngineJob:
         after = self._evaluate(result.model, data, threat, evaluation)
         Path(AFTER_REPORT).write_text(json.dumps(after.to_dict()))
         save_model(cast(Any, result.model), RESULT_MODEL)
+        facts = {name: getattr(result, name) for name in RESULT_FACTS}
         self.channel.send(
             Finished(
                 environment=self._environment(),
                 dataset=self.data_facts,
                 model=RESULT_MODEL,
                 after=AFTER_REPORT,
-                best_epoch=result.best_epoch,
-                reference_clean_accuracy=result.reference_clean_accuracy,
-                best_meets_clean_constraint=result.best_meets_clean_constraint,
-                peak_lr=result.peak_lr,
-                optimizer=result.optimizer,
-                stopped_early=result.stopped_early,
+                **facts,
             )
         )
 
@@ -334,49 +337,6 @@ class EngineJob:
             )[:200],
             torch_threads=torch.get_num_threads(),
         )
-
-
-def failure(exc: BaseException, *, model_format: str) -> Failed:
-    """The error an exception ends the job with: the engine's own errors by their kind."""
-    import torch
-
-    from core.robust import RobustError
-
-    code: FailureCode
-    message = str(exc)
-    if isinstance(exc, RobustError):
-        code = cast(FailureCode, error_code(exc))
-    elif isinstance(exc, torch.cuda.OutOfMemoryError):
-        code, message = JobCode.OUT_OF_MEMORY, f"the GPU ran out of memory: {exc}; lower batch_size"
-    elif isinstance(exc, MemoryError) or "can't allocate memory" in message:
-        code = JobCode.OUT_OF_MEMORY
-        message = (
-            "the job's engine ran out of memory (its limit is the worker's job_memory_bytes); "
-            f"lower batch_size: {message}"
-        )
-    elif isinstance(exc, RuntimeError) and model_format == "torchscript":
-        code = JobCode.MODEL_ERROR
-        message = (
-            "the model's TorchScript code failed while running in the job's sandbox (which "
-            f"reaches no file outside the job's folder and no network): {message}"
-        )
-    else:
-        code, message = JobCode.INTERNAL_ERROR, f"{type(exc).__name__}: {message}"
-    message = _reason_first(message)
-    if len(message) > MAX_MESSAGE_CHARS:
-        message = message[: MAX_MESSAGE_CHARS - 15] + " [… truncated]"
-    return Failed(code=code, message=message)
-
-
-def _reason_first(message: str) -> str:
-    """TorchScript puts the failing op's own error last, after its tracebacks: bring it up to
-    the first line, where a reader (and a truncation) sees it."""
-    marker = "The following operation failed in the TorchScript interpreter."
-    head, found, traceback = message.partition(marker)
-    lines = [line.strip() for line in traceback.splitlines() if line.strip()]
-    if not found or not lines:
-        return message
-    return f"{head.rstrip()} {lines[-1]}\n{found}{traceback}"
 
 
 def main() -> int:
