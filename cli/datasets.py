@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from cli.display import datasets_table, transfer_bar
+from cli.catalog_tables import datasets_table
+from cli.live import transfer_bar
 from cli.remote import connected, stderr_console, stdout_console
 
 datasets_app = typer.Typer(help="Upload and list datasets (the builtin ones are listed too).")
@@ -34,7 +35,7 @@ def upload(
     """Upload a dataset; the API checks it (shapes, labels, archive guards). Prints its id last."""
     console = stderr_console()
     with connected(ctx) as client, transfer_bar(console, f"uploading {file.name}") as on_progress:
-        dataset = client.upload_dataset(file, name=name, on_progress=on_progress)
+        dataset = client.datasets.upload(file, name=name, on_progress=on_progress)
     console.print(
         f"Uploaded {file.name} as dataset {dataset.id} ({dataset.kind}, "
         f"{dataset.train_size} train / {dataset.test_size} test images, "
@@ -48,7 +49,7 @@ def upload(
 def list_datasets(ctx: typer.Context) -> None:
     """The builtin datasets and yours."""
     with connected(ctx) as client:
-        datasets = list(client.list_datasets())
+        datasets = list(client.datasets.list())
     stdout_console().print(datasets_table(datasets))
 
 
@@ -56,7 +57,7 @@ def list_datasets(ctx: typer.Context) -> None:
 def show(ctx: typer.Context, dataset_id: DatasetIdArgument) -> None:
     """One dataset."""
     with connected(ctx) as client:
-        dataset = client.get_dataset(dataset_id)
+        dataset = client.datasets.get(dataset_id)
     stdout_console().print(datasets_table([dataset]))
 
 
@@ -64,5 +65,5 @@ def show(ctx: typer.Context, dataset_id: DatasetIdArgument) -> None:
 def delete(ctx: typer.Context, dataset_id: DatasetIdArgument) -> None:
     """Delete an uploaded dataset and its file."""
     with connected(ctx) as client:
-        client.delete_dataset(dataset_id)
+        client.datasets.delete(dataset_id)
     typer.echo(f"Deleted dataset {dataset_id}.")

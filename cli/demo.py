@@ -15,18 +15,18 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cli.display import accuracy_table, job_warnings, transfer_bar
 from cli.embedded import EmbeddedService
+from cli.job_tables import accuracy_table, job_warnings
 from cli.jobs import follow
+from cli.live import transfer_bar
 from cli.models import download_with_bar
-from cli.remote import describe_api_error
-from cli.sdk import (
+from robustify import (
     ApiError,
+    Client,
     Evaluation,
     EvaluationOptions,
     Hyperparameters,
     Job,
-    RobustifyClient,
     ThreatModelOptions,
 )
 
@@ -54,11 +54,11 @@ class DemoResult:
 
     @property
     def before(self) -> Evaluation | None:
-        return self.job.before
+        return self.job.metrics.before
 
     @property
     def after(self) -> Evaluation | None:
-        return self.job.after
+        return self.job.metrics.after
 
     @property
     def hardening_helped(self) -> bool:
@@ -123,14 +123,14 @@ def run_demo(
                 "   created an API key",
                 highlight=False,
             )
-            with RobustifyClient(service.url, key, timeout=120) as client:
+            with Client(service.url, key, timeout=120) as client:
                 result = _use_the_service(client, console, uploaded, output_dir, epochs, seed)
             console.print("[bold]6.[/] Stopping the service", highlight=False)
     return result
 
 
 def _use_the_service(
-    client: RobustifyClient,
+    client: Client,
     console: Console,
     uploaded: Path,
     output_dir: Path,
@@ -139,7 +139,7 @@ def _use_the_service(
 ) -> DemoResult:
     console.print(f"[bold]3.[/] Uploading {uploaded}", highlight=False)
     with transfer_bar(console, f"   {uploaded.name}") as on_progress:
-        model = client.upload_model(
+        model = client.models.upload(
             uploaded,
             name="digits-cnn",
             input_shape=list(INPUT_SHAPE),
@@ -154,8 +154,9 @@ def _use_the_service(
         f"Linf epsilon {EPSILON}, {epochs} epochs",
         highlight=False,
     )
-    job = client.harden(
-        model.id,
+    job = client.jobs.create(
+        kind="harden",
+        model_id=model.id,
         dataset=DATASET,
         threat_model=ThreatModelOptions(norm="linf", epsilon=EPSILON, steps=TRAINING_ATTACK_STEPS),
         # No learning rate: the service's probe chooses it.
@@ -188,12 +189,12 @@ def _use_the_service(
     return DemoResult(job=job, uploaded=uploaded, hardened=hardened, report=report)
 
 
-def _save_report(client: RobustifyClient, job: Job, path: Path, console: Console) -> Path | None:
-    url = client.job_report_url(job.id)
+def _save_report(client: Client, job: Job, path: Path, console: Console) -> Path | None:
+    url = client.jobs.report_url(job.id)
     try:
-        client.download_report(job.id, path)
+        client.jobs.download_report(job.id, path)
     except ApiError as exc:
-        console.print(f"Report: not available ({describe_api_error(exc)})", highlight=False)
+        console.print(f"Report: not available ({exc})", highlight=False)
         return None
     console.print(f"Report: {path}\n   (it was served at {url})", highlight=False)
     return path

@@ -9,132 +9,28 @@ from typing import Annotated, Literal
 import typer
 from rich.console import Console
 
+from cli.job_options import (
+    THREAT,
+    TRAINING,
+    DatasetOption,
+    EpsilonOption,
+    EvalAttackOption,
+    EvaluateAttackOption,
+    MeasureOptions,
+    ModelArgument,
+    NormOption,
+    SeedOption,
+    WatchOption,
+)
 from cli.jobs import exit_unless_improved, follow, show_outcome
-from cli.models import (
-    ArchitectureOption,
-    FormatOption,
-    InputShapeOption,
-    MeanOption,
-    NameOption,
-    NumClassesOption,
-    StdOption,
-    UploadOptions,
-    download_with_bar,
-)
+from cli.model_upload import UploadOptions
+from cli.models import download_with_bar
+from cli.option_groups import option_group
 from cli.remote import connected, stderr_console, stdout_console
-from cli.sdk import EvaluationOptions, Hyperparameters, Job, RobustifyClient, ThreatModelOptions
-
-THREAT = "Threat model"
-TRAINING = "Fine-tuning"
-EVALUATION = "Evaluation"
-
-ModelArgument = Annotated[
-    str,
-    typer.Argument(
-        help="A model file (uploaded first: give --input-shape and friends) or a model id (mdl_…).",
-        show_default=False,
-    ),
-]
-DatasetOption = Annotated[
-    str, typer.Option(help="builtin:digits, builtin:cifar10 ..., or an uploaded ds_… id.")
-]
-NormOption = Annotated[str | None, typer.Option(help="linf or l2.", rich_help_panel=THREAT)]
-EpsilonOption = Annotated[
-    float | None,
-    typer.Option(
-        min=0, help="Radius in [0,1] pixel space (default 8/255).", rich_help_panel=THREAT
-    ),
-]
-SeedOption = Annotated[int | None, typer.Option(min=0, help="Random seed (default 0).")]
-EvalStepsOption = Annotated[
-    int | None,
-    typer.Option(
-        min=1, help="Steps of each evaluation attack (default 10).", rich_help_panel=EVALUATION
-    ),
-]
-EvalEpsilonsOption = Annotated[
-    str | None,
-    typer.Option(
-        help="Radii for accuracy-vs-epsilon, e.g. 0.05,0.1,0.3 (default: multiples of --epsilon).",
-        rich_help_panel=EVALUATION,
-    ),
-]
-MaxSamplesOption = Annotated[
-    int | None,
-    typer.Option(
-        min=1,
-        help="Test images evaluated (default: a harden job as many as fit 0.3x of its "
-        "training, 200 to 1000; an evaluate job 1000).",
-        rich_help_panel=EVALUATION,
-    ),
-]
-RestartsOption = Annotated[
-    int | None, typer.Option(min=1, help="PGD restarts (default 1).", rich_help_panel=EVALUATION)
-]
-# The service's presets (core.service.jobs.jobconfig.EVALUATION_ATTACKS; the CLI does not import
-# the engine).
-EvaluationAttack = Literal["fast", "standard", "autoattack"]
-_EVAL_ATTACK_HELP = (
-    "Attacks whose per-example worst case is the robust accuracy: fast (PGD alone), standard "
-    "(PGD, APGD-CE, APGD-T; the default) or autoattack (PGD, then the full AutoAttack; slow)."
-)
-# `harden` has --attack already (the training attack): there the preset is --eval-attack.
-EvalAttackOption = Annotated[
-    EvaluationAttack | None,
-    typer.Option(
-        "--eval-attack",
-        help=_EVAL_ATTACK_HELP,
-        rich_help_panel=EVALUATION,
-        show_default=False,
-    ),
-]
-EvaluateAttackOption = Annotated[
-    EvaluationAttack | None,
-    typer.Option(
-        "--attack",
-        "--eval-attack",
-        help=_EVAL_ATTACK_HELP,
-        rich_help_panel=EVALUATION,
-        show_default=False,
-    ),
-]
-AutoAttackOption = Annotated[
-    bool,
-    typer.Option(
-        "--autoattack",
-        help="The same as the attack preset autoattack (kept for older scripts).",
-        rich_help_panel=EVALUATION,
-    ),
-]
-WatchOption = Annotated[
-    bool, typer.Option("--watch", "-w", help="Follow the job live until it ends; show its results.")
-]
+from robustify import Client, EvaluationOptions, Hyperparameters, Job, ThreatModelOptions
 
 
-def _epsilons(text: str | None) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        return [float(value) for value in text.split(",") if value.strip()]
-    except ValueError:
-        raise typer.BadParameter(
-            f"numbers separated by commas, got {text!r}", param_hint="--eval-epsilons"
-        ) from None
-
-
-def _evaluation_attack(attack: str | None, autoattack: bool, *, option: str) -> str | None:
-    """The preset asked for (None: the service's default); --autoattack is its old spelling."""
-    if not autoattack or attack == "autoattack":
-        return attack
-    if attack is not None:
-        raise typer.BadParameter(
-            f"--autoattack means {option} autoattack, which conflicts with {option} {attack}",
-            param_hint="--autoattack",
-        )
-    return "autoattack"
-
-
-def _model_id(client: RobustifyClient, model: str, upload: UploadOptions, console: Console) -> str:
+def _model_id(client: Client, model: str, upload: UploadOptions, console: Console) -> str:
     path = Path(model)
     if path.is_file():
         return upload.upload(client, path, console).id
@@ -145,12 +41,48 @@ def _model_id(client: RobustifyClient, model: str, upload: UploadOptions, consol
     )
 
 
-def _queued(job: Job, console: Console) -> None:
-    console.print(
+def _queue_job(
+    client: Client,
+    *,
+    kind: Literal["harden", "evaluate"],
+    model: str,
+    upload: UploadOptions,
+    dataset: str,
+    threat_model: ThreatModelOptions,
+    evaluation: EvaluationOptions,
+    hyperparameters: Hyperparameters | None = None,
+    seed: int | None,
+    idempotency_key: str | None = None,
+    follow_it: bool,
+    live: bool,
+) -> Job | None:
+    """Create the job (uploading the model file first); with `follow_it`, wait for its end,
+    show its outcome and return the ended job; else print how to follow it and its id."""
+    err = stderr_console()
+    job = client.jobs.create(
+        kind=kind,
+        model_id=_model_id(client, model, upload, err),
+        dataset=dataset,
+        threat_model=threat_model,
+        hyperparameters=hyperparameters,
+        evaluation=evaluation,
+        seed=seed,
+        idempotency_key=idempotency_key,
+    )
+    err.print(
         f"Queued {job.kind} job {job.id} (model {job.model_id}, {job.dataset})", highlight=False
     )
+    if not follow_it:
+        err.print(f"Follow it with: robustify jobs watch {job.id}", highlight=False)
+        typer.echo(job.id)
+        return None
+    job = follow(client, job.id, err, live=live)
+    show_outcome(job, stdout_console())
+    return job
 
 
+@option_group(UploadOptions, into="upload")
+@option_group(MeasureOptions, into="measure")
 def harden(
     ctx: typer.Context,
     model: ModelArgument,
@@ -262,12 +194,7 @@ def harden(
             rich_help_panel=TRAINING,
         ),
     ] = None,
-    eval_steps: EvalStepsOption = None,
-    eval_epsilons: EvalEpsilonsOption = None,
-    max_samples: MaxSamplesOption = None,
-    restarts: RestartsOption = None,
     eval_attack: EvalAttackOption = None,
-    autoattack: AutoAttackOption = False,
     seed: SeedOption = None,
     watch: WatchOption = False,
     output: Annotated[
@@ -277,13 +204,9 @@ def harden(
     idempotency_key: Annotated[
         str | None, typer.Option(help="A retry with the same key returns the same job.")
     ] = None,
-    name: NameOption = None,
-    input_shape: InputShapeOption = None,
-    num_classes: NumClassesOption = None,
-    architecture: ArchitectureOption = None,
-    mean: MeanOption = None,
-    std: StdOption = None,
-    model_format: FormatOption = None,
+    *,
+    measure: MeasureOptions,
+    upload: UploadOptions,
 ) -> None:
     """Harden a model: adversarial fine-tuning with a slow start, fast decay schedule.
 
@@ -291,11 +214,13 @@ def harden(
     with --watch or --output, exit code 3 if it succeeded but its verdict is not `improved`
     (clean_dropped or not_improved: the model handed back is no better).
     """
-    upload = UploadOptions(name, input_shape, num_classes, architecture, mean, std, model_format)
-    err = stderr_console()
+    evaluation = measure.evaluation(eval_attack, option="--eval-attack")
     with connected(ctx) as client:
-        job = client.harden(
-            _model_id(client, model, upload, err),
+        job = _queue_job(
+            client,
+            kind="harden",
+            model=model,
+            upload=upload,
             dataset=dataset,
             threat_model=ThreatModelOptions(
                 norm=norm, epsilon=epsilon, step_size=step_size, steps=steps
@@ -316,76 +241,51 @@ def harden(
                 guards=guards,
                 weight_interpolation=weight_interpolation,
             ),
-            evaluation=EvaluationOptions(
-                attack=_evaluation_attack(eval_attack, autoattack, option="--eval-attack"),
-                attack_steps=eval_steps,
-                restarts=restarts,
-                epsilons=_epsilons(eval_epsilons),
-                max_samples=max_samples,
-            ),
+            evaluation=evaluation,
             seed=seed,
             idempotency_key=idempotency_key,
+            follow_it=watch or output is not None,
+            live=watch,
         )
-        _queued(job, err)
-        if not watch and output is None:
-            err.print(f"Follow it with: robustify jobs watch {job.id}", highlight=False)
-            typer.echo(job.id)
+        if job is None:
             return
-        job = follow(client, job.id, err, live=watch)
-        show_outcome(job, stdout_console())
         if output is not None and job.result_model_id:
-            download_with_bar(client, job.result_model_id, output, err)
+            download_with_bar(client, job.result_model_id, output, stderr_console())
             typer.echo(f"Saved the hardened model to {output}")
     exit_unless_improved(job)
 
 
+@option_group(UploadOptions, into="upload")
+@option_group(MeasureOptions, into="measure")
 def evaluate(
     ctx: typer.Context,
     model: ModelArgument,
     dataset: DatasetOption = "builtin:digits",
     norm: NormOption = None,
     epsilon: EpsilonOption = None,
-    eval_steps: EvalStepsOption = None,
-    eval_epsilons: EvalEpsilonsOption = None,
-    max_samples: MaxSamplesOption = None,
-    restarts: RestartsOption = None,
     attack: EvaluateAttackOption = None,
-    autoattack: AutoAttackOption = False,
     seed: SeedOption = None,
     watch: WatchOption = False,
-    name: NameOption = None,
-    input_shape: InputShapeOption = None,
-    num_classes: NumClassesOption = None,
-    architecture: ArchitectureOption = None,
-    mean: MeanOption = None,
-    std: StdOption = None,
-    model_format: FormatOption = None,
+    *,
+    measure: MeasureOptions,
+    upload: UploadOptions,
 ) -> None:
     """Measure a model's robustness (clean, the attack ensemble's robust accuracy, accuracy per
     epsilon, sanity checks), each accuracy with its 95% interval.
 
     Nothing is trained. Exit code 1 if the job fails.
     """
-    upload = UploadOptions(name, input_shape, num_classes, architecture, mean, std, model_format)
-    err = stderr_console()
+    evaluation = measure.evaluation(attack, option="--attack")
     with connected(ctx) as client:
-        job = client.evaluate(
-            _model_id(client, model, upload, err),
+        _queue_job(
+            client,
+            kind="evaluate",
+            model=model,
+            upload=upload,
             dataset=dataset,
             threat_model=ThreatModelOptions(norm=norm, epsilon=epsilon),
-            evaluation=EvaluationOptions(
-                attack=_evaluation_attack(attack, autoattack, option="--attack"),
-                attack_steps=eval_steps,
-                restarts=restarts,
-                epsilons=_epsilons(eval_epsilons),
-                max_samples=max_samples,
-            ),
+            evaluation=evaluation,
             seed=seed,
+            follow_it=watch,
+            live=True,
         )
-        _queued(job, err)
-        if not watch:
-            err.print(f"Follow it with: robustify jobs watch {job.id}", highlight=False)
-            typer.echo(job.id)
-            return
-        job = follow(client, job.id, err, live=True)
-    show_outcome(job, stdout_console())

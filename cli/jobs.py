@@ -3,16 +3,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from cli.display import JobWatcher, accuracy_table, job_details, job_warnings, jobs_table
-from cli.remote import connected, stderr_console, stdout_console
-from cli.sdk import TERMINAL_STATUSES, Job, RobustifyClient
+from cli.job_tables import accuracy_table, job_details, job_warnings, jobs_table
+from cli.live import JobWatcher
+from cli.remote import JsonOption, connected, echo_json, stderr_console, stdout_console
+from robustify import TERMINAL_STATUSES, Client, Job
 
 jobs_app = typer.Typer(help="List, follow, cancel your jobs and get their reports.")
 
@@ -20,17 +20,17 @@ JobIdArgument = Annotated[str, typer.Argument(help="The job's id (job_…).", sh
 STATUSES = ("queued", "running", *TERMINAL_STATUSES)
 
 
-def follow(client: RobustifyClient, job_id: str, console: Console, *, live: bool) -> Job:
+def follow(client: Client, job_id: str, console: Console, *, live: bool) -> Job:
     """Wait for the job to end; with `live`, a progress bar and a line per epoch meanwhile.
     Ctrl-C stops watching, not the job."""
     try:
         if live:
             with JobWatcher(console) as watcher:
-                return client.wait(
+                return client.jobs.wait(
                     job_id, on_event=watcher.on_event, on_progress=watcher.on_progress
                 )
         with console.status(f"waiting for job {job_id} to end"):
-            return client.wait(job_id)
+            return client.jobs.wait(job_id)
     except KeyboardInterrupt:
         console.print(
             f"Stopped watching; job {job_id} goes on (`robustify jobs watch {job_id}` follows it, "
@@ -49,9 +49,9 @@ def show_outcome(job: Job, console: Console) -> None:
     for warning in job_warnings(job):
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     if job.status == "succeeded":
-        if job.verdict is not None:
-            color = "green" if job.verdict == "improved" else "red"
-            console.print(f"Verdict: [{color}]{job.verdict}[/]", highlight=False)
+        if job.metrics.verdict is not None:
+            color = "green" if job.metrics.verdict == "improved" else "red"
+            console.print(f"Verdict: [{color}]{job.metrics.verdict}[/]", highlight=False)
         if job.result_model_id:
             console.print(f"Hardened model: {job.result_model_id}", highlight=False)
         return
@@ -74,7 +74,7 @@ def list_jobs(
         raise typer.BadParameter(f"must be one of {', '.join(STATUSES)}", param_hint="--status")
     with connected(ctx) as client:
         jobs: list[Job] = []
-        for job in client.list_jobs(status=status):
+        for job in client.jobs.list(status=status):
             jobs.append(job)
             if len(jobs) >= limit:
                 break
@@ -93,14 +93,14 @@ def list_jobs(
 def show(
     ctx: typer.Context,
     job_id: JobIdArgument,
-    as_json: Annotated[bool, typer.Option("--json", help="The API's JSON, as is.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """A job: settings, status, progress, metrics, result, error."""
     with connected(ctx) as client:
-        job = client.get_job(job_id)
-        report_url = client.job_report_url(job.id)
+        job = client.jobs.get(job_id)
+        report_url = client.jobs.report_url(job.id)
     if as_json:
-        typer.echo(json.dumps(job.raw, indent=2))
+        echo_json(job.raw)
         return
     console = stdout_console()
     console.print(job_details(job, report_url=report_url))
@@ -129,10 +129,11 @@ NOT_IMPROVED_EXIT_CODE = 3
 def exit_unless_improved(job: Job) -> None:
     """Exit with code 3 (after saying why on stderr) if `job` is a succeeded harden job whose
     verdict is not `improved`."""
-    if job.kind != "harden" or job.status != "succeeded" or job.verdict == "improved":
+    verdict = job.metrics.verdict
+    if job.kind != "harden" or job.status != "succeeded" or verdict == "improved":
         return
     typer.echo(
-        f"verdict: {job.verdict or 'unknown'}: the hardened model {job.result_model_id} is no "
+        f"verdict: {verdict or 'unknown'}: the hardened model {job.result_model_id} is no "
         "better than the uploaded one (see `robustify jobs show` and its report)",
         err=True,
     )
@@ -143,7 +144,7 @@ def exit_unless_improved(job: Job) -> None:
 def cancel(ctx: typer.Context, job_id: JobIdArgument) -> None:
     """Cancel a job: a queued one at once, a running one at its next batch."""
     with connected(ctx) as client:
-        job = client.cancel_job(job_id)
+        job = client.jobs.cancel(job_id)
     if job.status == "cancelled":
         typer.echo(f"Cancelled job {job.id}.")
     else:
@@ -162,5 +163,5 @@ def report(
     """Save the job's robustness report: one self-contained HTML file."""
     destination = output or Path(f"{job_id}-report.html")
     with connected(ctx) as client:
-        client.download_report(job_id, destination)
+        client.jobs.download_report(job_id, destination)
     typer.echo(f"Saved the report of job {job_id} to {destination}")

@@ -16,7 +16,7 @@ from cli.jobs import jobs_app
 from cli.keys import keys_app
 from cli.models import models_app
 from cli.remote import ClientOptions, reporting_errors
-from cli.sdk import DEFAULT_URL
+from robustify import DEFAULT_URL
 
 app = typer.Typer(
     help="robustify: harden image classifiers against adversarial attacks.", no_args_is_help=True

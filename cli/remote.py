@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 
-from cli.sdk import ApiError, ApiUnavailable, ChecksumMismatch, RobustifyClient
+from robustify import Client, RobustifyError
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,12 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(code=1)
 
 
-def describe_api_error(error: ApiError) -> str:
-    where = f", field {error.field}" if error.field else ""
-    return f"{error.message} ({error.code}{where})"
+# `show --json`: what the API answered, as is.
+JsonOption = Annotated[bool, typer.Option("--json", help="The API's JSON, as is.")]
+
+
+def echo_json(raw: dict[str, Any]) -> None:
+    typer.echo(json.dumps(raw, indent=2))
 
 
 @contextmanager
@@ -48,16 +52,14 @@ def reporting_errors() -> Iterator[None]:
     """The SDK's exceptions (and a file that cannot be read or written) as one line, exit 1."""
     try:
         yield
-    except ApiError as exc:
-        fail(describe_api_error(exc))
-    except (ApiUnavailable, ChecksumMismatch) as exc:
+    except RobustifyError as exc:  # the API's error says its code and field
         fail(str(exc))
     except OSError as exc:
         fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
 
 
 @contextmanager
-def connected(ctx: typer.Context) -> Iterator[RobustifyClient]:
+def connected(ctx: typer.Context) -> Iterator[Client]:
     """A client of the API the command line names, as its API key's owner."""
     options = ctx.obj
     assert isinstance(options, ClientOptions), "the robustify callback sets ctx.obj"
@@ -68,6 +70,6 @@ def connected(ctx: typer.Context) -> Iterator[RobustifyClient]:
         )
     with (
         reporting_errors(),
-        RobustifyClient(options.url, options.api_key, timeout=options.timeout) as client,
+        Client(options.url, options.api_key, timeout=options.timeout) as client,
     ):
         yield client

@@ -151,7 +151,7 @@ def model_id(running_service: RunningService, digits_model_file: Path) -> str:
     """The digits model uploaded once to the running service, for the tests that use a model
     already uploaded (each upload's check imports torch in a sandboxed child: seconds)."""
     with running_service.client() as client:
-        model = client.upload_model(
+        model = client.models.upload(
             digits_model_file,
             input_shape=[1, 8, 8],
             num_classes=10,

@@ -13,10 +13,10 @@ from torch import nn
 
 from cli.embedded import EmbeddedService
 from cli.processes import robustify_argv
-from cli.sdk import RobustifyClient
 from core.robust import ThreatModel, evaluate, load_model, save_model
 from core.robust.datasets.loading import DatasetSplits
 from core.robust.models.modelio import model_from_module
+from robustify import Client
 
 DIGITS_INPUT = (1, 8, 8)
 DIGITS_UPLOAD_OPTIONS = (
@@ -35,8 +35,8 @@ class RunningService:
     def url(self) -> str:
         return self.service.url
 
-    def client(self, api_key: str | None = None) -> RobustifyClient:
-        return RobustifyClient(self.url, api_key or self.api_key, timeout=120)
+    def client(self, api_key: str | None = None) -> Client:
+        return Client(self.url, api_key or self.api_key, timeout=120)
 
     def run(self, *args: str, api_key: str | None = None) -> subprocess.CompletedProcess[str]:
         """`robustify ARGS...` as a subprocess, pointed at this service by the environment."""

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from cli.display import accuracy_table
-from cli.sdk import Evaluation, Job
-from cli.sdk.types import wilson_interval
+from cli.job_tables import accuracy_table
+from robustify import Evaluation, Job
+from robustify.types import wilson_interval
 
 THREAT = {"norm": "linf", "epsilon": 0.2, "step_size": None, "steps": 10}
 

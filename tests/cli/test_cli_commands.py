@@ -132,7 +132,7 @@ def test_jobs_cancel_stops_a_running_job(running_service: RunningService, model_
     assert watched.returncode == 1, output_of(watched)
     assert f"error: job {job_id} was cancelled" in watched.stderr
     with running_service.client() as client:
-        assert client.get_job(job_id).status == "cancelled"
+        assert client.jobs.get(job_id).status == "cancelled"
 
 
 def test_harden_no_weight_interpolation_reaches_the_jobs_hyperparameters(
@@ -147,7 +147,7 @@ def test_harden_no_weight_interpolation_reaches_the_jobs_hyperparameters(
     running_service.run("jobs", "cancel", job_id)  # only its stored config is of interest
 
     with running_service.client() as client:
-        job = client.get_job(job_id)
+        job = client.jobs.get(job_id)
     assert job.hyperparameters["weight_interpolation"] is False
 
 
@@ -166,11 +166,13 @@ def test_a_run_that_lost_clean_accuracy_shows_the_mix_handed_back(
     assert "interpolation: no epoch kept validation clean accuracy" in completed.stderr
     job_id = queued_job_id(completed)
     with running_service.client() as client:
-        job = client.get_job(job_id)
-    assert job.interpolation is not None and job.interpolation["fraction"] is not None
+        job = client.jobs.get(job_id)
+    assert (
+        job.metrics.interpolation is not None and job.metrics.interpolation["fraction"] is not None
+    )
     shown = running_service.run("jobs", "show", job_id)
     assert shown.returncode == 0, output_of(shown)
-    fraction = f"{job.interpolation['fraction']:.3g}"
+    fraction = f"{job.metrics.interpolation['fraction']:.3g}"
     assert re.search(
         rf"interpolation\s+{fraction} of the way from the uploaded weights", shown.stdout
     )
@@ -188,9 +190,9 @@ def test_an_absurd_peak_lr_does_not_end_improved_and_exits_3(
     assert completed.returncode == 3, output_of(completed)
     job_id = queued_job_id(completed)
     with running_service.client() as client:
-        job = client.get_job(job_id)
-    assert job.status == "succeeded" and job.verdict in ("clean_dropped", "not_improved")
-    assert f"verdict: {job.verdict}" in completed.stderr
+        job = client.jobs.get(job_id)
+    assert job.status == "succeeded" and job.metrics.verdict in ("clean_dropped", "not_improved")
+    assert f"verdict: {job.metrics.verdict}" in completed.stderr
     watched = running_service.run("jobs", "watch", job_id)  # the ended job: shown, exit 3 again
     assert watched.returncode == 3, output_of(watched)
 

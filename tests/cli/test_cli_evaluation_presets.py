@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from service_harness import RunningService
 
-from cli.sdk import Job
+from robustify import Job
 
 
 def created_job(
@@ -20,9 +20,9 @@ def created_job(
     assert completed.returncode == 0, completed.stdout + completed.stderr
     job_id = completed.stdout.strip().splitlines()[-1]
     with running_service.client() as client:
-        job = client.get_job(job_id)
+        job = client.jobs.get(job_id)
         if not job.ended:
-            client.cancel_job(job_id)
+            client.jobs.cancel(job_id)
     return job
 
 
@@ -57,7 +57,7 @@ def test_harden_eval_attack_and_the_old_autoattack_flag_reach_the_job(
 
 def job_count(running_service: RunningService) -> int:
     with running_service.client() as client:
-        return len(list(client.list_jobs()))
+        return len(list(client.jobs.list()))
 
 
 def test_autoattack_beside_another_preset_exits_2_naming_both_and_sends_nothing(

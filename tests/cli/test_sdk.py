@@ -10,26 +10,26 @@ import numpy as np
 import pytest
 from service_harness import DIGITS_INPUT, RunningService
 
-from cli.sdk import (
+from core.robust import load_model
+from robustify import (
     ApiError,
     ApiUnavailable,
+    Client,
     EvaluationOptions,
     Event,
     Hyperparameters,
     Job,
     Model,
-    RobustifyClient,
     ThreatModelOptions,
 )
-from core.robust import load_model
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def upload_digits(client: RobustifyClient, path: Path) -> Model:
-    return client.upload_model(
+def upload_digits(client: Client, path: Path) -> Model:
+    return client.models.upload(
         path, input_shape=list(DIGITS_INPUT), num_classes=10, architecture="builtin:digits_cnn"
     )
 
@@ -40,7 +40,7 @@ def test_upload_list_get_download_round_trip_keeps_the_bytes(
     uploaded_progress: list[tuple[int, int | None]] = []
     downloaded_progress: list[tuple[int, int | None]] = []
     with running_service.client() as client:
-        model = client.upload_model(
+        model = client.models.upload(
             digits_model_file,
             name="round-trip",
             input_shape=list(DIGITS_INPUT),
@@ -48,9 +48,9 @@ def test_upload_list_get_download_round_trip_keeps_the_bytes(
             architecture="builtin:digits_cnn",
             on_progress=lambda done, total: uploaded_progress.append((done, total)),
         )
-        listed = [each.id for each in client.list_models()]
-        shown = client.get_model(model.id)
-        path = client.download_model(
+        listed = [each.id for each in client.models.list()]
+        shown = client.models.get(model.id)
+        path = client.models.download(
             model.id,
             tmp_path / "downloaded.pt",
             on_progress=lambda done, total: downloaded_progress.append((done, total)),
@@ -76,9 +76,9 @@ def model(running_service: RunningService, digits_model_file: Path) -> Model:
 def test_deleted_model_is_gone(running_service: RunningService, digits_model_file: Path) -> None:
     with running_service.client() as client:
         model = upload_digits(client, digits_model_file)
-        client.delete_model(model.id)
+        client.models.delete(model.id)
         with pytest.raises(ApiError) as raised:
-            client.get_model(model.id)
+            client.models.get(model.id)
     assert (raised.value.status, raised.value.code) == (404, "not_found")
 
 
@@ -88,7 +88,7 @@ def test_bad_upload_raises_api_error_with_code_message_and_field(
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"this is not a model" * 100)
     with running_service.client() as client, pytest.raises(ApiError) as raised:
-        client.upload_model(junk, input_shape=[1, 8, 8], num_classes=10)
+        client.models.upload(junk, input_shape=[1, 8, 8], num_classes=10)
     error = raised.value
     assert (error.status, error.code, error.field) == (422, "invalid_model", "file")
     assert "not a TorchScript archive, state_dict or safetensors" in error.message
@@ -99,7 +99,7 @@ def test_another_owners_model_raises_not_found(
 ) -> None:
     other_key = running_service.service.create_api_key("intruder", owner="someone-else")
     with running_service.client(other_key) as intruder, pytest.raises(ApiError) as raised:
-        intruder.get_model(model.id)
+        intruder.models.get(model.id)
     assert (raised.value.status, raised.value.code) == (404, "not_found")
     assert model.id in raised.value.message
 
@@ -109,15 +109,16 @@ def test_out_of_bounds_option_names_its_field(
 ) -> None:
     with running_service.client() as client:
         with pytest.raises(ApiError) as raised:
-            client.harden(
-                model.id,
+            client.jobs.create(
+                kind="harden",
+                model_id=model.id,
                 threat_model=ThreatModelOptions(epsilon=5.0),
             )
     assert (raised.value.status, raised.value.field) == (422, "threat_model.epsilon")
 
 
 def test_nothing_listening_raises_api_unavailable() -> None:
-    with RobustifyClient("http://127.0.0.1:9", "rk_x", timeout=5) as client:
+    with Client("http://127.0.0.1:9", "rk_x", timeout=5) as client:
         with pytest.raises(ApiUnavailable) as raised:
             client.health()
     assert "http://127.0.0.1:9" in str(raised.value)
@@ -138,12 +139,12 @@ def test_dataset_upload_list_get_delete(running_service: RunningService, tmp_pat
         y=np.arange(40) % 4,
     )
     with running_service.client() as client:
-        dataset = client.upload_dataset(path, name="tiny")
-        listed = [each.id for each in client.list_datasets()]
-        shown = client.get_dataset(dataset.id)
-        client.delete_dataset(dataset.id)
+        dataset = client.datasets.upload(path, name="tiny")
+        listed = [each.id for each in client.datasets.list()]
+        shown = client.datasets.get(dataset.id)
+        client.datasets.delete(dataset.id)
         with pytest.raises(ApiError) as raised:
-            client.get_dataset(dataset.id)
+            client.datasets.get(dataset.id)
     assert dataset.id.startswith("ds_") and {dataset.id, "builtin:digits"} <= set(listed)
     assert (shown.name, shown.kind, shown.input_shape, shown.num_classes) == (
         "tiny",
@@ -162,15 +163,18 @@ def followed_job(
     events: list[Event] = []
     updates: list[Job] = []
     with running_service.client() as client:
-        job = client.harden(
-            model.id,
+        job = client.jobs.create(
+            kind="harden",
+            model_id=model.id,
             dataset="builtin:digits",
             threat_model=ThreatModelOptions(norm="linf", epsilon=0.2, steps=3),
             hyperparameters=Hyperparameters(epochs=2, batch_size=128),
             evaluation=EvaluationOptions(attack_steps=5, max_samples=100),
             seed=1,
         )
-        ended = client.wait(job.id, on_event=events.append, on_progress=updates.append, timeout=240)
+        ended = client.jobs.wait(
+            job.id, on_event=events.append, on_progress=updates.append, timeout=240
+        )
     return ended, events, updates
 
 
@@ -179,9 +183,9 @@ def test_wait_follows_a_job_to_its_end_with_each_event_once(
 ) -> None:
     job, events, updates = followed_job
     assert job.status == "succeeded", job.error
-    assert job.before is not None and job.after is not None and job.result_model_id
-    assert job.verdict in ("improved", "clean_dropped", "not_improved")
-    assert job.validation == {"source": "train_holdout", "size": 144}
+    assert job.metrics.before is not None and job.metrics.after is not None and job.result_model_id
+    assert job.metrics.verdict in ("improved", "clean_dropped", "not_improved")
+    assert job.metrics.validation == {"source": "train_holdout", "size": 144}
     assert [event.id for event in events] == sorted({event.id for event in events})
     types = [event.type for event in events]
     assert types[0] == "queued" and types[-1] == "succeeded"
@@ -194,9 +198,9 @@ def test_paged_and_streamed_events_agree(
 ) -> None:
     job, events, _ = followed_job
     with running_service.client() as client:
-        paged = list(client.events(job.id))
-        streamed = list(client.stream_events(job.id))  # ends: the job has ended
-        later = list(client.events(job.id, after=events[2].id))
+        paged = list(client.jobs.events(job.id))
+        streamed = list(client.jobs.stream_events(job.id))  # ends: the job has ended
+        later = list(client.jobs.events(job.id, after=events[2].id))
     assert [each.id for each in paged] == [each.id for each in streamed] == [e.id for e in events]
     assert [each.id for each in later] == [each.id for each in events[3:]]
 
@@ -208,8 +212,8 @@ def test_checkpoints_of_each_epoch_download_as_models(
 ) -> None:
     job, _, _ = followed_job
     with running_service.client() as client:
-        checkpoints = client.checkpoints(job.id)
-        path = client.download_checkpoint(job.id, 2, tmp_path / "epoch-2.pt")
+        checkpoints = client.jobs.checkpoints(job.id)
+        path = client.jobs.download_checkpoint(job.id, 2, tmp_path / "epoch-2.pt")
     assert [each.epoch for each in checkpoints] == [1, 2]
     assert checkpoints[1].metrics["val_robust_accuracy"] is not None
     model = load_model(
@@ -223,8 +227,8 @@ def test_job_is_listed_and_its_report_is_html(
 ) -> None:
     job, _, _ = followed_job
     with running_service.client() as client:
-        succeeded = [each.id for each in client.list_jobs(status="succeeded")]
-        queued = [each.id for each in client.list_jobs(status="queued")]
-        html = client.report_html(job.id)
+        succeeded = [each.id for each in client.jobs.list(status="succeeded")]
+        queued = [each.id for each in client.jobs.list(status="queued")]
+        html = client.jobs.report_html(job.id)
     assert job.id in succeeded and job.id not in queued
     assert "<html" in html.lower() and job.id in html

@@ -11,15 +11,15 @@ from typing import Any
 import httpx
 import pytest
 
-from cli.sdk import (
+from robustify import (
     ApiError,
     ChecksumMismatch,
+    Client,
     Event,
     Hyperparameters,
-    RobustifyClient,
     ThreatModelOptions,
 )
-from cli.sdk.sse import read_sse
+from robustify.sse import read_sse
 
 NOW = "2026-01-01T00:00:00Z"
 
@@ -61,8 +61,8 @@ def event_json(event_id: int, kind: str) -> dict[str, Any]:
     return {"id": event_id, "type": kind, "message": kind, "data": {}, "created_at": NOW}
 
 
-def client_of(handler: Any) -> RobustifyClient:
-    return RobustifyClient("http://api.test", "rk_test", transport=httpx.MockTransport(handler))
+def client_of(handler: Any) -> Client:
+    return Client("http://api.test", "rk_test", transport=httpx.MockTransport(handler))
 
 
 def test_sse_messages_are_built_from_fields_until_a_blank_line() -> None:
@@ -74,7 +74,7 @@ def test_sse_messages_are_built_from_fields_until_a_blank_line() -> None:
 def test_an_error_that_is_not_the_apis_shape_still_raises_api_error() -> None:
     with client_of(lambda request: httpx.Response(502, text="Bad Gateway")) as client:
         with pytest.raises(ApiError) as raised:
-            client.get_model("mdl_1")
+            client.models.get("mdl_1")
     assert (raised.value.status, raised.value.code, raised.value.message) == (
         502,
         "http_502",
@@ -92,7 +92,7 @@ def test_lists_follow_next_cursor_to_the_last_page() -> None:
         return httpx.Response(200, json=pages[request.url.params.get("cursor")])
 
     with client_of(handler) as client:
-        assert [model.id for model in client.list_models()] == ["mdl_3", "mdl_2", "mdl_1"]
+        assert [model.id for model in client.models.list()] == ["mdl_3", "mdl_2", "mdl_1"]
 
 
 def test_wait_polls_events_when_the_stream_is_refused() -> None:
@@ -113,7 +113,7 @@ def test_wait_polls_events_when_the_stream_is_refused() -> None:
 
     seen: list[Event] = []
     with client_of(handler) as client:
-        job = client.wait("job_1", on_event=seen.append, poll_interval=0.01, timeout=10)
+        job = client.jobs.wait("job_1", on_event=seen.append, poll_interval=0.01, timeout=10)
     assert job.status == "succeeded"
     assert [event.id for event in seen] == [1, 2, 3]
 
@@ -125,7 +125,7 @@ def test_a_download_that_fails_its_checksum_leaves_no_file(tmp_path: Path) -> No
         return httpx.Response(200, content=b"other bytes", headers={"ETag": f'"{announced}"'})
 
     with client_of(handler) as client, pytest.raises(ChecksumMismatch):
-        client.download_model("mdl_1", tmp_path / "model.pt")
+        client.models.download("mdl_1", tmp_path / "model.pt")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -137,8 +137,9 @@ def test_job_options_left_out_are_left_to_the_server() -> None:
         return httpx.Response(202, json=job_json("queued"))
 
     with client_of(handler) as client:
-        client.harden(
-            "mdl_1",
+        client.jobs.create(
+            kind="harden",
+            model_id="mdl_1",
             threat_model=ThreatModelOptions(epsilon=0.1),
             hyperparameters=Hyperparameters(epochs=3),
         )

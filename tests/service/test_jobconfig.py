@@ -7,7 +7,7 @@ from typing import Any, get_args
 
 import pytest
 
-from cli.hardening import EvaluationAttack
+from cli.job_options import EvaluationAttack
 from core.service.errors import InvalidConfig
 from core.service.jobs.jobconfig import EVALUATION_ATTACKS, evaluation_settings
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from cli.sdk.errors import ChecksumMismatch
+from robustify.errors import ChecksumMismatch
 
 # on_progress(bytes done, bytes in all or None when the server did not say)
 ProgressCallback = Callable[[int, int | None], None]

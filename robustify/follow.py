@@ -1,5 +1,7 @@
 """Following a job to its end: its events from the SSE stream (read by a thread of its own),
-the job itself polled for progress; paged events where the stream is not to be had."""
+the job itself polled for progress; paged events where the stream is not to be had.
+
+It knows the API only through the three callables it is handed (no import of the client)."""
 
 from __future__ import annotations
 
@@ -7,42 +9,41 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 
-from cli.sdk.errors import RobustifyError
-from cli.sdk.types import Event, Job
-
-if TYPE_CHECKING:
-    from cli.sdk.client import RobustifyClient
+from robustify.errors import RobustifyError
+from robustify.types import Event, Job
 
 log = logging.getLogger(__name__)
 
 STOP_JOIN_SECONDS = 2.0
 
+# Opens the job's event stream; closing it closes its connection.
+OpenStream = Callable[[], AbstractContextManager[Iterator[Event]]]
+
 
 class EventFollower(threading.Thread):
-    """Reads the job's SSE stream into a queue, on a client of its own (connections are not
-    shared between threads). `failed` is set if the stream cannot be had or breaks for good."""
+    """Reads the job's SSE stream into a queue. `failed` is set if the stream cannot be had or
+    breaks for good."""
 
-    def __init__(self, client: RobustifyClient, job_id: str) -> None:
+    def __init__(self, job_id: str, open_stream: OpenStream) -> None:
         super().__init__(name=f"robustify-events-{job_id}", daemon=True)
-        self.client, self.job_id = client.clone(), job_id
+        self.job_id, self._open_stream = job_id, open_stream
         self.events: queue.Queue[Event] = queue.Queue()
         self.failed = False
         self._stopping = threading.Event()
 
     def run(self) -> None:
         try:
-            for event in self.client.stream_events(self.job_id):
-                if self._stopping.is_set():
-                    return
-                self.events.put(event)
+            with self._open_stream() as events:
+                for event in events:
+                    if self._stopping.is_set():
+                        return
+                    self.events.put(event)
         except RobustifyError as exc:
             log.debug("job %s: event stream unavailable (%s); polling instead", self.job_id, exc)
             self.failed = True
-        finally:
-            self.client.close()
 
     def take(self, timeout: float) -> list[Event]:
         """The events received so far; waits up to `timeout` seconds for the first one."""
@@ -63,9 +64,11 @@ class EventFollower(threading.Thread):
 
 
 def follow_job(
-    client: RobustifyClient,
     job_id: str,
     *,
+    get_job: Callable[[], Job],
+    events_after: Callable[[int], Iterable[Event]],
+    open_stream: OpenStream,
     on_progress: Callable[[Job], None] | None,
     on_event: Callable[[Event], None] | None,
     poll_interval: float,
@@ -74,18 +77,18 @@ def follow_job(
     """Call `on_event` once per event in order and `on_progress` with each fresh job, until
     the job ends; return the ended job."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    follower = EventFollower(client, job_id)
+    follower = EventFollower(job_id, open_stream)
     follower.start()
     seen = 0
     try:
         while True:
             events = follower.take(poll_interval)
             # Read after the events: the job is at least as new as the last of them.
-            job = client.get_job(job_id)
+            job = get_job()
             if follower.failed or job.ended:
                 # The paged endpoint: polling where SSE failed, and a sure last catch-up (the
                 # final event is written in the same transaction as the final status).
-                events += list(client.events(job_id, after=seen))
+                events += list(events_after(seen))
             for event in sorted(
                 {each.id: each for each in events if each.id > seen}.values(),
                 key=lambda each: each.id,

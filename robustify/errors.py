@@ -1,5 +1,5 @@
-"""The SDK's two exceptions: the API said no (`ApiError`), or it could not be reached
-(`ApiUnavailable`)."""
+"""The SDK's exceptions: the API said no (`ApiError`), could not be reached (`ApiUnavailable`),
+answered what the SDK cannot read (`InvalidResponse`), or sent bytes that fail their checksum."""
 
 from __future__ import annotations
 
@@ -36,3 +36,7 @@ class ApiUnavailable(RobustifyError):
 
 class ChecksumMismatch(RobustifyError):
     """A download's bytes do not hash to the sha256 the server announced for them."""
+
+
+class InvalidResponse(RobustifyError):
+    """The API's answer is not what the SDK reads: not JSON, not a stream, or a field missing."""

@@ -1,0 +1,158 @@
+"""One connection to the API over httpx: requests with the API's errors as exceptions, JSON
+objects, pages, uploads and checked downloads with progress, and server-sent events."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from robustify.errors import ApiError, ApiUnavailable, InvalidResponse
+from robustify.sse import SseMessage, read_sse
+from robustify.transfer import ProgressCallback, ProgressReader, expected_sha256, write_stream
+
+T = TypeVar("T")
+
+# The API answers an upload only once a child process has loaded the model (up to its limit).
+UPLOAD_READ_TIMEOUT = 300.0
+# An SSE stream is silent between events; the server sends a keep-alive every 15 s.
+STREAM_READ_TIMEOUT = 60.0
+PAGE_SIZE = 100  # the API's largest page
+
+
+class Connection:
+    """An httpx client of one API as one API key's owner; not shared between threads."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None,
+        *,
+        timeout: float,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url, self.api_key, self.timeout = url, api_key, timeout
+        self._transport = transport
+        headers = {"User-Agent": "robustify-sdk/1"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._http = httpx.Client(
+            base_url=url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def clone(self) -> Connection:
+        """Another connection to the same API with the same key (for another thread)."""
+        return Connection(self.url, self.api_key, timeout=self.timeout, transport=self._transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise unavailable(self.url, exc) from exc
+        raise_for_error(response)
+        return response
+
+    def json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """The answer's JSON object."""
+        response = self.request(method, path, **kwargs)
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise InvalidResponse(f"the API's answer is not JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise InvalidResponse(f"the API's answer is not a JSON object: {body!r:.200}")
+        return body
+
+    def paged(
+        self,
+        path: str,
+        parse: Callable[[dict[str, Any]], T],
+        params: dict[str, Any] | None = None,
+    ) -> Iterator[T]:
+        """Every item of a listing, fetched page by page as the loop goes."""
+        query = {"limit": PAGE_SIZE, **(params or {})}
+        while True:
+            page = self.json("GET", path, params=query)
+            for item in page["items"]:
+                yield parse(item)
+            if not page.get("next_cursor"):
+                return
+            query["cursor"] = page["next_cursor"]
+
+    def upload(
+        self,
+        path: str,
+        file_path: Path,
+        fields: dict[str, str],
+        on_progress: ProgressCallback | None,
+    ) -> dict[str, Any]:
+        """POST `file_path` as the multipart field `file` beside `fields`, streamed."""
+        with file_path.open("rb") as handle:
+            total = os.fstat(handle.fileno()).st_size
+            reader = ProgressReader(handle, total, on_progress)
+            files = {"file": (file_path.name, reader, "application/octet-stream")}
+            timeout = httpx.Timeout(self.timeout, read=max(self.timeout, UPLOAD_READ_TIMEOUT))
+            return self.json("POST", path, data=fields, files=files, timeout=timeout)
+
+    def download(self, path: str, destination: Path, on_progress: ProgressCallback | None) -> Path:
+        """Save the answer's bytes at `destination`, checked against the sha256 of its ETag."""
+        try:
+            with self._http.stream("GET", path) as response:
+                raise_for_error(response)
+                length = response.headers.get("content-length")
+                return write_stream(
+                    response.iter_bytes(),
+                    destination,
+                    total=int(length) if length and length.isdigit() else None,
+                    sha256=expected_sha256(response.headers.get("etag")),
+                    on_progress=on_progress,
+                )
+        except httpx.TransportError as exc:
+            raise unavailable(self.url, exc) from exc
+
+    def server_sent_events(self, path: str, params: dict[str, Any]) -> Iterator[SseMessage]:
+        """The messages of one text/event-stream answer, until the server ends it."""
+        timeout = httpx.Timeout(self.timeout, read=max(self.timeout, STREAM_READ_TIMEOUT))
+        with self._http.stream(
+            "GET", path, params=params, headers={"Accept": "text/event-stream"}, timeout=timeout
+        ) as response:
+            raise_for_error(response)
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                raise InvalidResponse("the API did not answer with server-sent events")
+            yield from read_sse(response.iter_lines())
+
+
+def unavailable(url: str, exc: BaseException) -> ApiUnavailable:
+    """`exc` (httpx's, or one already mapped) as ApiUnavailable, with a reason a person reads."""
+    if isinstance(exc, ApiUnavailable):
+        return exc
+    if isinstance(exc, httpx.ConnectError):
+        reason = "nothing answers there (is the service running? `robustify up` starts one)"
+    elif isinstance(exc, httpx.TimeoutException):
+        reason = f"no answer in time ({type(exc).__name__})"
+    else:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return ApiUnavailable(url, reason)
+
+
+def raise_for_error(response: httpx.Response) -> None:
+    """An error answer as ApiError: the API's {"error": {...}} body, or what there is."""
+    if response.status_code < 400:
+        return
+    response.read()
+    try:
+        detail = response.json()["error"]
+        code, message = str(detail["code"]), str(detail["message"])
+        field = detail.get("field")
+    except (ValueError, KeyError, TypeError):
+        code = f"http_{response.status_code}"
+        text = response.text.strip().replace("\n", " ")
+        message = text[:200] or response.reason_phrase or "error"
+        field = None
+    raise ApiError(response.status_code, code, message, field)
