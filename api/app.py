@@ -4,7 +4,6 @@ tests); nothing is created at import."""
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,8 +19,7 @@ from api.uploads import upload_slots
 from core.service.config import Settings
 from core.service.context import ServiceContext
 from core.service.jobs.sweeper import Sweeper
-from core.service.sandbox.runner import sandbox_from_settings
-from core.service.sandbox.validation import start_helper
+from core.service.sandbox.validation import FileChecker, ValidationLimits
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +40,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Probed once per process; ROBUSTIFY_SANDBOX=bubblewrap on a host without it stops here.
-        sandbox = await run_in_threadpool(sandbox_from_settings, settings)
-        threading.Thread(
-            target=start_helper, args=(sandbox,), name="validation-helper", daemon=True
-        ).start()
+        # The sandbox is probed once per process; ROBUSTIFY_SANDBOX=bubblewrap on a host
+        # without it stops here.
+        limits = await run_in_threadpool(ValidationLimits.from_settings, settings)
+        app.state.file_checker = file_checker = FileChecker(limits)
+        file_checker.start()
         sweeper = None
         if settings.run_sweeper:
             sweeper = Sweeper(context.sessions, settings, queue.enqueue)
@@ -56,6 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             if sweeper is not None:
                 sweeper.stop()
+            file_checker.close()
             context.engine.dispose()
 
     app = FastAPI(

@@ -1,5 +1,6 @@
 """Dependencies of the routes: the service context built by create_app, a DB session, the
-owner behind the request's API key, and the paging parameters every list shares."""
+owner behind the request's API key, the upload checker, and the paging parameters every list
+shares."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from core.service.auth import authenticate
 from core.service.catalog import MAX_PAGE
 from core.service.config import Settings
 from core.service.context import ServiceContext
+from core.service.sandbox.validation import FileChecker
 from core.service.tables import Owner
 
 # auto_error=False: a missing key is reported by core.service.auth, in the API's own error shape.
@@ -35,9 +37,16 @@ def get_settings(request: Request) -> Settings:
     return get_context(request).settings
 
 
+def get_file_checker(request: Request) -> FileChecker:
+    """The upload checker the app's startup made (its warm sandboxed children)."""
+    checker: FileChecker = request.app.state.file_checker
+    return checker
+
+
 ContextDep = Annotated[ServiceContext, Depends(get_context)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+FileCheckerDep = Annotated[FileChecker, Depends(get_file_checker)]
 
 
 def get_session(context: ContextDep) -> Iterator[Session]:

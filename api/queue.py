@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from celery import Celery
 
-from core.service.broker import JOBS_QUEUE, RUN_JOB_TASK, celery_config
+from core.service.broker import JOBS_QUEUE, RUN_JOB_TASK, celery_config, make_broker_folders
 from core.service.config import Settings
 
 
 class JobQueue:
+    """The API's side of the broker, opened at an edge (create_app, a test's service)."""
+
     def __init__(self, settings: Settings) -> None:
+        # A filesystem broker's folders must exist before the first message is written, which
+        # may be before any worker has started.
+        make_broker_folders(settings)
         self.celery = Celery("robustify-api")
         self.celery.conf.update(celery_config(settings))
 

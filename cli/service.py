@@ -104,10 +104,9 @@ def api(
 
 
 def _run_celery_worker(*, concurrency: int, device: str | None, node_name: str | None) -> int:
-    if device is not None:
-        # worker.main builds its Settings from the environment when it is imported, below.
-        os.environ["ROBUSTIFY_WORKER_DEVICE"] = device
     settings = Settings()
+    if device is not None:
+        settings = settings.model_copy(update={"worker_device": device})
     configure_logging(settings)
     if concurrency > 1 and (settings.worker_device or "").startswith("cuda"):
         log.warning(
@@ -115,11 +114,11 @@ def _run_celery_worker(*, concurrency: int, device: str | None, node_name: str |
             concurrency,
             settings.worker_device,
         )
-    # Importing builds the app from Settings(); it also keeps Celery from replacing this
-    # logging setup (worker.celery_app connects Celery's setup_logging signal).
-    from worker.main import app as celery_app
+    # The app runs its tasks with these settings (the device included); it also keeps Celery
+    # from replacing this logging setup (make_celery connects Celery's setup_logging signal).
+    from worker.celery_app import make_celery
 
-    code = celery_app.start(
+    code = make_celery(settings).start(
         argv=[
             "worker",
             f"--queues={JOBS_QUEUE}",

@@ -5,16 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import celeryd_init, setup_logging
 
-from core.service.broker import celery_config
+from core.service.broker import celery_config, make_broker_folders
 from core.service.config import Settings
 from core.service.logs import configure_logging
+from worker.tasks import register_tasks
 
 
 def make_celery(settings: Settings) -> Celery:
     """The app `celery -A worker.main worker` runs: late acks, prefetch 1, one task per pool
-    process (core.service.broker.celery_config), one pool process by default (one per GPU)."""
+    process (core.service.broker.celery_config), one pool process by default (one per GPU).
+    Its tasks run with `settings`; nothing is read from the environment here."""
     app = Celery("robustify")
     app.conf.update(celery_config(settings))
     app.conf.update(
@@ -24,15 +26,19 @@ def make_celery(settings: Settings) -> Celery:
         # claim and lease in the database, not by the message.
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
-    app.conf.robustify_settings = settings
 
     def use_our_logging(**_: Any) -> None:
         # With a receiver connected Celery leaves logging alone: JSON lines with the job id,
         # in the worker and in each pool process it forks.
         configure_logging(settings)
 
-    setup_logging.connect(use_our_logging, weak=False)
-    from worker.tasks import register_tasks
+    def prepare_broker(instance: Any = None, **_: Any) -> None:
+        # The worker that starts makes what its transport needs (a filesystem broker's
+        # folders); building the app only describes it.
+        if instance is not None and instance.app is app:
+            make_broker_folders(settings)
 
-    register_tasks(app)
+    setup_logging.connect(use_our_logging, weak=False)
+    celeryd_init.connect(prepare_broker, weak=False)
+    register_tasks(app, settings)
     return app

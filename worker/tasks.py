@@ -15,11 +15,13 @@ from core.service.logs import job_context
 log = logging.getLogger(__name__)
 
 
-def register_tasks(app: Celery) -> None:
+def register_tasks(app: Celery, settings: Settings) -> None:
+    """Register run_job on `app`; each run uses `settings`, the ones the app was built from."""
+
     @app.task(name=RUN_JOB_TASK)
     def run_job(job_id: str) -> None:
         with job_context(job_id):
-            run_in_this_process(job_id, app.conf.robustify_settings)
+            run_in_this_process(job_id, settings)
 
 
 def run_in_this_process(job_id: str, settings: Settings) -> None:

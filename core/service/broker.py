@@ -9,10 +9,12 @@ from core.service.config import Settings
 
 RUN_JOB_TASK = "robustify.run_job"
 JOBS_QUEUE = "robustify-jobs"
+BROKER_SUBFOLDERS = ("queue", "processed", "control")
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    """Late acks, prefetch 1, one task per child, hard limit < visibility timeout.
+    """Late acks, prefetch 1, one task per child, hard limit < visibility timeout. It only
+    describes: the folders a filesystem broker needs are made by make_broker_folders.
 
     Not reject-on-worker-lost: a job that kills its worker (out of memory) would be redelivered
     forever. A lost job is instead found by the sweep (expired lease) and bounded by attempts.
@@ -31,10 +33,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_seconds},
         "worker_hijack_root_logger": False,
     }
-    if settings.resolved_broker_url.startswith("filesystem"):
+    if _is_filesystem(settings):
         folder = settings.broker_folder
-        for sub in ("queue", "processed", "control"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
         config["broker_transport_options"] = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
@@ -44,3 +44,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "control_folder": str(folder / "control"),
         }
     return config
+
+
+def make_broker_folders(settings: Settings) -> None:
+    """Make the folders a filesystem broker reads and writes (nothing for a broker with a
+    server): called by whoever starts using the broker, the worker at its start and the API's
+    queue."""
+    if _is_filesystem(settings):
+        for sub in BROKER_SUBFOLDERS:
+            (settings.broker_folder / sub).mkdir(parents=True, exist_ok=True)
+
+
+def _is_filesystem(settings: Settings) -> bool:
+    return settings.resolved_broker_url.startswith("filesystem")

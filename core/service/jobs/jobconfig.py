@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from core.robust.ensemble import ATTACK_PRESETS
+from core.robust.attack_presets import ATTACK_PRESETS
 from core.robust.errors import InvalidConfig
-from core.robust.finetune import FinetuneConfig
+from core.robust.finetune_config import FinetuneConfig
 from core.robust.threat import ThreatModel
 
 # The evaluation's attack presets, core.robust.evaluate's own: fast = PGD-k alone; standard =

@@ -4,35 +4,22 @@ time and a memory limit, never in the calling (API) process.
 A TorchScript archive is a program and a hostile pickle or archive is built to hurt whoever
 opens it, so the file is opened only in a child that lives in the sandbox of
 core.service.sandbox.runner (no file but its own input, no network, no inherited secrets) and can
-be killed: it gets
-`validation_timeout_seconds` of wall time and `validation_memory_bytes` of address space beyond
-what the engine's imports already hold, and hands back plain JSON.
-
-Importing torch takes seconds, so one sandboxed checker is kept warm: it has imported the
-engine and waits for exactly one request, then exits; a fresh one is started behind it. Each
-checker's input folder is bound read-only into its sandbox when it starts; the upload is linked
-(or copied) into it when its request comes.
+be killed: it gets `validation_timeout_seconds` of wall time and `validation_memory_bytes` of
+address space beyond what the engine's imports already hold, and hands back plain JSON. The
+children are kept warm by core.service.sandbox.checkers, owned by a FileChecker.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import selectors
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.robust.datasets.loading import MAX_CLASSES
+from core.robust.datasets.catalog import MAX_CLASSES
+from core.robust.models.formats import detect_format
 from core.service.config import Settings
 from core.service.errors import (
     DatasetError,
@@ -43,17 +30,12 @@ from core.service.errors import (
     UnsafeArchiveError,
     ValidationTimeout,
 )
-from core.service.sandbox.runner import Sandbox, SandboxedProcess, sandbox_from_settings
+from core.service.sandbox.checkers import CheckerPool
+from core.service.sandbox.runner import Sandbox, sandbox_from_settings
 
 log = logging.getLogger(__name__)
 
-MAX_RESULT_BYTES = 1024 * 1024
 MAX_MESSAGE_CHARS = 2000
-CHILD_MODULE = "core.service.sandbox.validation_child"
-# A warm checker imports torch before it says it is ready; that start never counts against the
-# check's own timeout, but a checker that cannot start in this long is given up.
-START_TIMEOUT_SECONDS = 300.0
-READY = b"ready\n"
 
 # Errors a child may report, by name: the parent re-raises only these classes.
 _REPORTABLE: dict[str, type[Exception]] = {
@@ -118,24 +100,6 @@ class ValidatedDataset:
     test_size: int
 
 
-def validate_model_file(
-    path: Path, declaration: ModelDeclaration, limits: ValidationLimits
-) -> ValidatedModel:
-    """Load the model as the worker will (format detection, one forward pass on the declared
-    input) in a child process. Raises ModelLoadError, InvalidRequest (a declared field that does
-    not fit the file; `.field` names it) or ValidationTimeout."""
-    request = {"kind": "model", "path": str(path), **declaration.__dict__}
-    result = _run_in_child(request, limits, failure=ModelLoadError)
-    return _answer(ValidatedModel, result.get("model"), failure=ModelLoadError)
-
-
-def validate_dataset_file(path: Path, limits: ValidationLimits) -> ValidatedDataset:
-    """Load the dataset as the worker will (archive guards, shapes, labels) in a child process.
-    Raises DatasetError (UnsafeArchiveError for a hostile archive) or ValidationTimeout."""
-    result = _run_in_child({"kind": "dataset", "path": str(path)}, limits, failure=DatasetError)
-    return _answer(ValidatedDataset, result.get("dataset"), failure=DatasetError)
-
-
 MAX_SAMPLES = 10**9
 
 
@@ -185,185 +149,74 @@ def _int_in(value: Any, low: int, high: int) -> bool:
 # -- the parent's side ----------------------------------------------------------------------
 
 
-class _Checker:
-    """One sandboxed child that has imported the engine (or is doing so) and will answer one
-    request about the file placed in its read-only input folder."""
+class FileChecker:
+    """Checks uploaded files, each in a sandboxed child with `limits`, one child kept warm.
+    The API's startup creates it and closes it at shutdown; nothing of it exists at import."""
 
-    def __init__(self, sandbox: Sandbox) -> None:
-        self.sandbox = sandbox
-        self.folder = Path(tempfile.mkdtemp(prefix="robustify-check-"))
-        self.inbox = self.folder / "input"
-        self.inbox.mkdir()
-        (self.folder / "scratch").mkdir()
-        try:
-            self.child: SandboxedProcess = sandbox.start(
-                [sys.executable, "-m", CHILD_MODULE],
-                job_dir=self.folder,
-                read_only=[self.inbox],
-                environment={"TMPDIR": str(self.folder / "scratch")},
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-            )
-        except BaseException:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            raise
-        self.started = time.monotonic()
-        self.ready = False
+    def __init__(self, limits: ValidationLimits) -> None:
+        self.limits = limits
+        self.pool = CheckerPool(limits.sandbox)
 
-    def alive(self) -> bool:
-        return self.child.process.poll() is None
-
-    def wait_ready(self) -> bool:
-        if not self.ready:
-            line = _read_line(self.child.process, deadline=self.started + START_TIMEOUT_SECONDS)
-            self.ready = line == READY
-        return self.ready
-
-    def check(self, file: Path, request: dict[str, Any], limits: ValidationLimits) -> bytes | None:
-        """Hand the file and the request over; the answer line, or None if the child died or
-        the time ran out (then `timed_out` says which)."""
-        placed = self.inbox / ("upload" + "".join(file.suffixes[-2:]))
-        _link_or_copy(file, placed)
-        message = {**request, "path": str(placed), "limits": _limit_fields(limits)}
-        stdin = self.child.process.stdin
-        assert stdin is not None
-        try:
-            stdin.write(json.dumps(message).encode() + b"\n")
-            stdin.flush()
-        except OSError:
-            return None
-        deadline = time.monotonic() + limits.timeout_seconds
-        self.timed_out = False
-        line = _read_line(self.child.process, deadline=deadline)
-        if line is None and time.monotonic() >= deadline:
-            self.timed_out = True
-        return line
+    def start(self) -> None:
+        """Start a warm checker now (it imports torch: seconds), so the first upload need not
+        wait. Optional: the first check starts one otherwise."""
+        self.pool.refill()
 
     def close(self) -> None:
-        self.child.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """End the warm checker (it also dies with this process)."""
+        self.pool.close()
+
+    def check_model(self, path: Path, declaration: ModelDeclaration) -> ValidatedModel:
+        """Load the model as the worker will (format detection, one forward pass on the
+        declared input) in a child process. Raises ModelLoadError, InvalidRequest (a declared
+        field that does not fit the file; `.field` names it) or ValidationTimeout."""
+        _check_may_run(path, self.limits.sandbox)
+        request = {"kind": "model", **declaration.__dict__}
+        result = self._run_in_child(path, request, failure=ModelLoadError)
+        return _answer(ValidatedModel, result.get("model"), failure=ModelLoadError)
+
+    def check_dataset(self, path: Path) -> ValidatedDataset:
+        """Load the dataset as the worker will (archive guards, shapes, labels) in a child
+        process. Raises DatasetError (UnsafeArchiveError for a hostile archive) or
+        ValidationTimeout."""
+        result = self._run_in_child(path, {"kind": "dataset"}, failure=DatasetError)
+        return _answer(ValidatedDataset, result.get("dataset"), failure=DatasetError)
+
+    def _run_in_child(
+        self, file: Path, request: dict[str, Any], *, failure: type[RobustError]
+    ) -> dict[str, Any]:
+        limits = self.limits
+        checker = self.pool.take()
+        try:
+            if not checker.wait_ready():
+                raise failure("the sandboxed process that checks files could not start")
+            message = {**request, "limits": _limit_fields(limits)}
+            payload = checker.check(file, message, timeout_seconds=limits.timeout_seconds)
+            if payload is None and checker.timed_out:
+                raise ValidationTimeout(
+                    f"checking the file took longer than {limits.timeout_seconds:g} seconds; "
+                    "it was stopped"
+                )
+        finally:
+            checker.close()
+        if payload is None:
+            raise failure(_death_message(checker.child.process.returncode, limits))
+        return _result(payload, failure)
+
+
+def _check_may_run(file: Path, sandbox: Sandbox) -> None:
+    """Refuse a TorchScript program before any child opens it, where there is no sandbox.
+    Detecting the format reads the archive's names; it runs nothing of the file."""
+    try:
+        detected = detect_format(file)
+    except ModelLoadError as exc:
+        exc.field = "file"  # type: ignore[attr-defined]  # as the child reports it
+        raise
+    sandbox.check_may_run(detected)
 
 
 def _limit_fields(limits: ValidationLimits) -> dict[str, float]:
     return {"memory_bytes": limits.memory_bytes, "timeout_seconds": limits.timeout_seconds}
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    # A hard link is free; the checker's input folder is read-only inside its sandbox, so the
-    # stored file cannot be changed through it. Another filesystem needs a copy.
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
-
-
-def _read_line(process: subprocess.Popen[bytes], *, deadline: float) -> bytes | None:
-    """One line from the child's stdout, at most MAX_RESULT_BYTES, before `deadline`."""
-    assert process.stdout is not None
-    fd = process.stdout.fileno()
-    buffer = bytearray()
-    with selectors.DefaultSelector() as selector:
-        selector.register(fd, selectors.EVENT_READ)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not selector.select(timeout=remaining):
-                return None
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return None
-            buffer += chunk
-            if b"\n" in buffer:
-                return bytes(buffer[: buffer.index(b"\n") + 1])
-            if len(buffer) > MAX_RESULT_BYTES:
-                return None
-
-
-class _CheckerPool:
-    """Warm checkers, one kept ready per sandbox. They are started from one long-lived thread:
-    bubblewrap's --die-with-parent follows the thread that started it, which must outlive it."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.warm: dict[Sandbox, _Checker] = {}
-        self.starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="robustify-checker")
-
-    def _start(self, sandbox: Sandbox) -> _Checker:
-        return self.starter.submit(_Checker, sandbox).result()
-
-    def take(self, sandbox: Sandbox) -> _Checker:
-        with self.lock:
-            checker = self.warm.pop(sandbox, None)
-        if checker is None or not checker.alive():
-            if checker is not None:
-                checker.close()
-            checker = self._start(sandbox)
-        self.refill(sandbox)
-        return checker
-
-    def refill(self, sandbox: Sandbox) -> None:
-        def start_one() -> None:
-            with self.lock:
-                if sandbox in self.warm:
-                    return
-            checker = _Checker(sandbox)
-            with self.lock:
-                if sandbox in self.warm:
-                    checker.close()
-                else:
-                    self.warm[sandbox] = checker
-
-        self.starter.submit(start_one)
-
-    def close(self) -> None:
-        with self.lock:
-            checkers, self.warm = list(self.warm.values()), {}
-        for checker in checkers:
-            checker.close()
-
-
-_pool = _CheckerPool()
-
-
-def start_helper(sandbox: Sandbox) -> None:
-    """Start a warm checker now (it imports torch: seconds), so the first upload need not
-    wait. Optional: the first check starts one otherwise."""
-    _pool.refill(sandbox)
-
-
-def stop_helpers() -> None:
-    """End the warm checkers (at exit; they also die with this process)."""
-    _pool.close()
-
-
-def _run_in_child(
-    request: dict[str, Any], limits: ValidationLimits, *, failure: type[RobustError]
-) -> dict[str, Any]:
-    file = Path(request.pop("path"))
-    if request["kind"] == "model":
-        from core.robust.models.modelio import detect_format  # reads the zip's names, runs nothing
-
-        try:
-            detected = detect_format(file)
-        except ModelLoadError as exc:
-            exc.field = "file"  # type: ignore[attr-defined]  # as the child reports it
-            raise
-        limits.sandbox.check_may_run(detected)
-    checker = _pool.take(limits.sandbox)
-    try:
-        if not checker.wait_ready():
-            raise failure("the sandboxed process that checks files could not start")
-        payload = checker.check(file, request, limits)
-        if payload is None and checker.timed_out:
-            raise ValidationTimeout(
-                f"checking the file took longer than {limits.timeout_seconds:g} seconds; "
-                "it was stopped"
-            )
-    finally:
-        checker.close()
-    if payload is None:
-        raise failure(_death_message(checker.child.process.returncode, limits))
-    return _result(payload, failure)
 
 
 def _death_message(exitcode: int | None, limits: ValidationLimits) -> str:
@@ -399,3 +252,23 @@ def _result(payload: bytes, failure: type[RobustError]) -> dict[str, Any]:
     # The engine's errors have no field of their own; the API reports it when present.
     error.field = field  # type: ignore[attr-defined]
     raise error
+
+
+# TEMPORARY (H5, until the upload routes take the app's FileChecker): one check without a
+# warm child.
+def validate_model_file(
+    path: Path, declaration: ModelDeclaration, limits: ValidationLimits
+) -> ValidatedModel:
+    checker = FileChecker(limits)
+    try:
+        return checker.check_model(path, declaration)
+    finally:
+        checker.close()
+
+
+def validate_dataset_file(path: Path, limits: ValidationLimits) -> ValidatedDataset:
+    checker = FileChecker(limits)
+    try:
+        return checker.check_dataset(path)
+    finally:
+        checker.close()
