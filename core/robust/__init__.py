@@ -15,8 +15,8 @@ _WHERE = {
     "pgd": "attacks",
     "load_checkpoint": "checkpoint",
     "save_checkpoint": "checkpoint",
-    "DatasetSplits": "datasets.loading",
-    "ImageDataset": "datasets.loading",
+    "DatasetSplits": "datasets.splits",
+    "ImageDataset": "datasets.splits",
     "load_dataset": "datasets.loading",
     "DatasetError": "errors",
     "InvalidConfig": "errors",
@@ -74,7 +74,8 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:
     from core.robust.attacks import fgsm, pgd
     from core.robust.checkpoint import load_checkpoint, save_checkpoint
-    from core.robust.datasets.loading import DatasetSplits, ImageDataset, load_dataset
+    from core.robust.datasets.loading import load_dataset
+    from core.robust.datasets.splits import DatasetSplits, ImageDataset
     from core.robust.errors import (
         DatasetError,
         InvalidConfig,

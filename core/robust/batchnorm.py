@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core.robust.datasets.loading import ImageDataset
+from core.robust.datasets.splits import ImageDataset
 
 _BATCHNORM = nn.modules.batchnorm._BatchNorm
 

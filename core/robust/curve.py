@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from core.robust.datasets.loading import ImageDataset
+from core.robust.datasets.splits import ImageDataset
 from core.robust.measure import Attack, survivors
 
 AttackAt = Callable[[float], Attack]  # the attack at a radius

@@ -22,7 +22,7 @@ from torch import nn
 from core.robust import sanity
 from core.robust.attacks import eval_mode, fgsm, pgd, random_noise
 from core.robust.curve import robust_by_epsilon
-from core.robust.datasets.loading import ImageDataset
+from core.robust.datasets.splits import ImageDataset
 from core.robust.ensemble import PassCounter, StageResult, preset_stages, worst_case
 from core.robust.intervals import CONFIDENCE_LEVEL, wilson_interval
 from core.robust.measure import (

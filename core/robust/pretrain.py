@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.robust.datasets.augment import Augment
-from core.robust.datasets.loading import ImageDataset
+from core.robust.datasets.splits import ImageDataset
 from core.robust.measure import default_device
 from core.robust.models.modelio import copy_model
 from core.robust.schedules import cosine

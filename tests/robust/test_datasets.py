@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 import tarfile
 import zipfile
 from contextlib import nullcontext
@@ -365,9 +367,9 @@ def test_builtin_digits32_is_the_same_on_every_call() -> None:
     assert torch.equal(second.train.images, third.train.images)
     assert torch.equal(second.test.images, third.test.images)
     # Built again from nothing (as in a new process), the tints come from the fixed seed.
-    from core.robust.datasets import loading
+    from core.robust.datasets import digits
 
-    rebuilt, _ = loading._digits32_tensors.__wrapped__()
+    rebuilt, _ = digits._digits32_tensors.__wrapped__()
     assert torch.equal(rebuilt[0::5], third.test.images)
 
 
@@ -523,3 +525,23 @@ def test_uploaded_validation_split_is_kept() -> None:
     own = data.test.subset(torch.arange(10))
     given = replace(data, val=own)
     assert with_validation(given, fraction=0.1, seed=0).val is own
+
+
+# ---------------------------------------------------------------- module layout
+
+
+@pytest.mark.parametrize(
+    "loader",
+    [
+        "core.robust.datasets.digits",
+        "core.robust.datasets.imagefolder",
+        "core.robust.datasets.npz",
+        "core.robust.datasets.torchvision_data",
+    ],
+)
+def test_dataset_loaders_do_not_import_the_dispatcher(loader: str) -> None:
+    check = f"import sys, {loader}; sys.exit('core.robust.datasets.loading' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert result.returncode == 0, (
+        f"{loader} imported core.robust.datasets.loading: {result.stderr}"
+    )

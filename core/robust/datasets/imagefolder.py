@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from core.robust.datasets.archives import safe_extract
-from core.robust.datasets.loading import MAX_CLASSES, DatasetSplits, ImageDataset, split_every_fifth
+from core.robust.datasets.catalog import MAX_CLASSES
+from core.robust.datasets.splits import DatasetSplits, ImageDataset, split_every_fifth
 from core.robust.errors import DatasetError
 
 __all__ = ["IMAGE_SUFFIXES", "load_image_folder_archive"]

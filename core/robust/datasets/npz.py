@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.robust.datasets.loading import MAX_CLASSES, DatasetSplits, ImageDataset, split_every_fifth
+from core.robust.datasets.catalog import MAX_CLASSES
+from core.robust.datasets.splits import DatasetSplits, ImageDataset, split_every_fifth
 from core.robust.errors import DatasetError
 
 __all__ = ["MAX_ARRAY_BYTES", "load_npz_dataset"]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torchvision import datasets
 
-from core.robust.datasets.loading import DatasetSplits, ImageDataset
+from core.robust.datasets.splits import DatasetSplits, ImageDataset
 from core.robust.errors import DatasetError
 
 __all__ = ["TORCHVISION_DATASETS", "load_torchvision_dataset"]
