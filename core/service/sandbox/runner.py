@@ -9,8 +9,10 @@ broker URL or key); no capabilities. Beside the namespaces: a cap on processes (
 its own where the host lets us make one, RLIMIT_NPROC otherwise), no core dumps, a cap on open
 files, and a seccomp filter (core.service.sandbox.seccomp) that refuses tracing, mounts, new
 namespaces, non-Unix sockets and other system calls a model never needs. Memory and CPU time are
-capped by the sandboxed entry point itself (`limit_self`), after its imports and before it opens
-the user's file, so the cap is on what the file costs.
+capped by the sandboxed entry point itself (`limit_self`, core.service.sandbox.limits), after its
+imports and before it opens the user's file, so the cap is on what the file costs. The pids
+cgroup lives in core.service.sandbox.cgroups, what the sandbox binds from this host in
+core.service.sandbox.host.
 
 Where bubblewrap is missing or the kernel refuses user namespaces, the "none" sandbox runs the
 same child with the same limits and environment but without namespaces; TorchScript is then
@@ -22,8 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import resource
-import secrets
 import shutil
 import subprocess
 import sys
@@ -36,22 +36,17 @@ from typing import Any, Literal
 from core.service.config import Settings
 from core.service.errors import ModelLoadError
 from core.service.sandbox import seccomp
+from core.service.sandbox.cgroups import PidsCgroup
+from core.service.sandbox.host import SYSTEM_FILES, SYSTEM_FOLDERS, code_root, python_folders
+
+# Named here for the callers that start sandboxes (the pipeline) and run in them (the engine).
+from core.service.sandbox.host import gpu_devices as gpu_devices
+from core.service.sandbox.limits import limit_self as limit_self
 
 log = logging.getLogger(__name__)
 
 SandboxKind = Literal["bubblewrap", "none"]
 MAX_OPEN_FILES = 4096
-# What a sandboxed process may read besides its job folder: the system's programs and
-# libraries, and the dynamic loader's and locale's few files under /etc (nothing else of /etc:
-# no hostname, no passwd, no TLS keys).
-SYSTEM_FOLDERS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-SYSTEM_FILES = (
-    "/etc/ld.so.cache",
-    "/etc/ld.so.conf",
-    "/etc/ld.so.conf.d",
-    "/etc/alternatives",
-    "/etc/localtime",
-)
 # The environment a sandboxed process starts with: nothing inherited.
 BASE_ENVIRONMENT = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -61,7 +56,6 @@ BASE_ENVIRONMENT = {
     "CUDA_VISIBLE_DEVICES": "",
     "OMP_NUM_THREADS": "1",
 }
-PIDS_CGROUP_ROOTS = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/pids"))
 
 
 class SandboxUnavailable(RuntimeError):
@@ -256,55 +250,6 @@ class SandboxedProcess:
         self.close()
 
 
-class PidsCgroup:
-    """A pids cgroup (v2, or v1's pids hierarchy) holding one sandboxed process tree."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    @property
-    def procs_file(self) -> Path:
-        return self.folder / "cgroup.procs"
-
-    @classmethod
-    def create(cls, max_processes: int) -> PidsCgroup | None:
-        for root in PIDS_CGROUP_ROOTS:
-            folder = root / f"robustify-{secrets.token_hex(6)}"
-            try:
-                folder.mkdir()
-            except OSError:
-                continue
-            try:
-                # A real cgroup comes with the kernel's control files; a plain folder does not.
-                if not (folder / "pids.current").exists():
-                    raise OSError("not a pids cgroup")
-                (folder / "pids.max").write_text(str(max_processes))
-                return cls(folder)
-            except OSError:
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
-        return None
-
-    def remove(self) -> None:
-        # A cgroup can only be removed once empty; its last processes may take a moment to go.
-        for _ in range(50):
-            try:
-                self.folder.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                self._kill_members()
-                threading.Event().wait(0.05)
-        log.warning("could not remove the sandbox's cgroup %s", self.folder)
-
-    def _kill_members(self) -> None:
-        with contextlib.suppress(OSError):
-            for pid in self.procs_file.read_text().split():
-                with contextlib.suppress(OSError):
-                    os.kill(int(pid), 9)
-
-
 @contextlib.contextmanager
 def _probe_folder() -> Iterator[Path]:
     import tempfile
@@ -314,39 +259,6 @@ def _probe_folder() -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def code_root() -> str:
-    """The folder our `core` package is imported from here, so that a sandboxed child imports
-    the very same code (an editable install, a copy on sys.path, or site-packages)."""
-    import core
-
-    return os.path.dirname(os.path.dirname(os.path.realpath(core.__file__)))
-
-
-def python_folders() -> tuple[str, ...]:
-    """What a sandboxed `python -m core...` must read: the interpreter's installation, the
-    virtual environment, and our own package's folder (an editable install points there).
-    Never the project folder as a whole: it may hold the embedded service's data."""
-    import core
-
-    folders = {
-        os.path.realpath(sys.base_prefix),
-        os.path.realpath(sys.prefix),
-        os.path.realpath(os.path.dirname(core.__file__)),
-    }
-    # A venv's python is a link to the base interpreter, which may live elsewhere.
-    folders.add(os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))))
-    # Remove folders inside others, and the system folders bound anyway.
-    ordered = sorted(folders)
-    kept: list[str] = []
-    for folder in ordered:
-        if any(folder == k or folder.startswith(k.rstrip("/") + "/") for k in kept):
-            continue
-        if any(folder.startswith(s + "/") or folder == s for s in SYSTEM_FOLDERS):
-            continue
-        kept.append(folder)
-    return tuple(kept)
 
 
 _resolved: dict[tuple[str, int, bool], Sandbox] = {}
@@ -393,47 +305,3 @@ def resolve_sandbox(settings: Settings) -> Sandbox:
         "allowed by the operator" if settings.allow_unsandboxed_torchscript else "refused",
     )
     return plain
-
-
-# -- the sandboxed side ---------------------------------------------------------------------
-
-
-def limit_self(*, memory_bytes: int | None, cpu_seconds: float | None) -> None:
-    """Cap this (sandboxed) process's memory growth and CPU time. Call it after the imports and
-    before touching the user's file: CUDA builds of torch map gigabytes of address space for
-    their libraries alone, which a plain RLIMIT_AS of a few GiB would refuse."""
-    if memory_bytes is not None:
-        baseline = address_space_bytes()
-        if baseline is not None:
-            _set_limit(resource.RLIMIT_AS, baseline + memory_bytes)
-    if cpu_seconds is not None:
-        # RLIMIT_CPU counts from the process's start: the imports' CPU time is not the file's.
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        _set_limit(resource.RLIMIT_CPU, int(usage.ru_utime + usage.ru_stime + cpu_seconds) + 2)
-    _set_limit(resource.RLIMIT_CORE, 0)
-
-
-def address_space_bytes() -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _set_limit(which: int, value: int) -> None:
-    _soft, hard = resource.getrlimit(which)
-    if hard != resource.RLIM_INFINITY:
-        value = min(value, hard)
-    try:
-        resource.setrlimit(which, (value, hard))
-    except (ValueError, OSError):
-        log.warning("could not set resource limit %s", which)
-
-
-def gpu_devices() -> list[str]:
-    """The device files CUDA needs (/dev/nvidia*), to pass into a sandbox that uses a GPU."""
-    dev = Path("/dev")
-    return sorted(str(path) for path in dev.glob("nvidia*") if not path.is_dir())

@@ -1,7 +1,6 @@
 """A seccomp filter for the sandbox (core.service.sandbox.runner), as the classic BPF program
-bubblewrap's
-`--seccomp FD` loads: a second wall behind the namespaces that shrinks the kernel a user's
-model can reach.
+bubblewrap's `--seccomp FD` loads: a second wall behind the namespaces that shrinks the kernel
+a user's model can reach.
 
 It refuses with EPERM the system calls that a model never needs and that escapes are made of:
 tracing other processes, reading their memory, (un)mounting, new namespaces, kernel keyrings,
@@ -40,35 +39,45 @@ _REFUSED = (
     "open_by_handle_at name_to_handle_at"
 ).split()
 
-# The architectures we know the system call numbers of: audit arch, numbers by name.
+# The architectures we know the system call numbers of, by machine: their audit arch, and
+# their column of _NUMBERS.
+_AUDIT_ARCHES = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+# System call numbers by name: (x86_64, aarch64).
+_NUMBERS: dict[str, tuple[int, int]] = {
+    "ptrace": (101, 117),
+    "process_vm_readv": (310, 270),
+    "process_vm_writev": (311, 271),
+    "mount": (165, 40),
+    "umount2": (166, 39),
+    "pivot_root": (155, 41),
+    "unshare": (272, 97),
+    "setns": (308, 268),
+    "keyctl": (250, 219),
+    "add_key": (248, 217),
+    "request_key": (249, 218),
+    "bpf": (321, 280),
+    "perf_event_open": (298, 241),
+    "userfaultfd": (323, 282),
+    "io_uring_setup": (425, 425),
+    "io_uring_enter": (426, 426),
+    "io_uring_register": (427, 427),
+    "kexec_load": (246, 104),
+    "init_module": (175, 105),
+    "finit_module": (313, 273),
+    "delete_module": (176, 106),
+    "reboot": (169, 142),
+    "swapon": (167, 224),
+    "swapoff": (168, 225),
+    "open_by_handle_at": (304, 265),
+    "name_to_handle_at": (303, 264),
+    "socket": (41, 198),
+    "clone": (56, 220),
+    "clone3": (435, 435),
+}
 _ARCHITECTURES: dict[str, tuple[int, dict[str, int]]] = {
-    "x86_64": (
-        0xC000003E,
-        {
-            "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "mount": 165,
-            "umount2": 166, "pivot_root": 155, "unshare": 272, "setns": 308, "keyctl": 250,
-            "add_key": 248, "request_key": 249, "bpf": 321, "perf_event_open": 298,
-            "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426,
-            "io_uring_register": 427, "kexec_load": 246, "init_module": 175,
-            "finit_module": 313, "delete_module": 176, "reboot": 169, "swapon": 167,
-            "swapoff": 168, "open_by_handle_at": 304, "name_to_handle_at": 303,
-            "socket": 41, "clone": 56, "clone3": 435,
-        },
-    ),
-    "aarch64": (
-        0xC00000B7,
-        {
-            "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271, "mount": 40,
-            "umount2": 39, "pivot_root": 41, "unshare": 97, "setns": 268, "keyctl": 219,
-            "add_key": 217, "request_key": 218, "bpf": 280, "perf_event_open": 241,
-            "userfaultfd": 282, "io_uring_setup": 425, "io_uring_enter": 426,
-            "io_uring_register": 427, "kexec_load": 104, "init_module": 105,
-            "finit_module": 273, "delete_module": 106, "reboot": 142, "swapon": 224,
-            "swapoff": 225, "open_by_handle_at": 265, "name_to_handle_at": 264,
-            "socket": 198, "clone": 220, "clone3": 435,
-        },
-    ),
-}  # fmt: skip
+    machine: (audit_arch, {name: pair[column] for name, pair in _NUMBERS.items()})
+    for column, (machine, audit_arch) in enumerate(_AUDIT_ARCHES.items())
+}
 
 
 def _op(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:

@@ -35,7 +35,7 @@ def main() -> None:
     import core.robust.models.modelio
     import core.robust.models.script_ops  # noqa: F401
     from core.robust.models.architectures import list_architectures
-    from core.service.sandbox.runner import limit_self
+    from core.service.sandbox.limits import limit_self
 
     list_architectures()  # imports timm, whose model names it lists
     torch.set_num_threads(1)
