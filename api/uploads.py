@@ -5,7 +5,8 @@ chunk by chunk as it arrives: never held whole in memory, never spooled elsewher
 limit is enforced on the bytes actually received, so a chunked body without a Content-Length
 (or one that lies about it) is cut off just the same.
 
-Out: a download with an ETag, If-None-Match (304) and Range (206, 416) support.
+Then the stored file is checked (in a child process, by the route's check) and registered;
+a refused upload leaves nothing behind. Downloads are api.downloads'.
 """
 
 from __future__ import annotations
@@ -15,19 +16,24 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
-from fastapi.responses import FileResponse, Response
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
+from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError
 from api.schemas import ErrorBody
 from api.slots import OwnerSlots
+from core.service import catalog
+from core.service.context import ServiceContext
 from core.service.errors import InvalidRequest, TooLarge
 from core.service.storage import ArtifactStore, StoredArtifact
+from core.service.tables import Base
+
+Checked = TypeVar("Checked")
+Row = TypeVar("Row", bound=Base)
 
 FILE_FIELD = "file"
 MAX_FIELD_BYTES = 16 * 1024
@@ -283,7 +289,7 @@ async def receive_upload(
             raise ApiError(400, "malformed_multipart", "the form ended before its last boundary")
 
     try:
-        artifact = await store.put_async_chunks(
+        artifact = await store.put_stream_async(
             key_for(filename), file_chunks(), max_bytes=max_bytes
         )
     except TooLarge as exc:
@@ -291,48 +297,41 @@ async def receive_upload(
     return ReceivedUpload(artifact=artifact, filename=filename, fields=state.fields)
 
 
-# -- downloads ------------------------------------------------------------------------------
+async def store_checked_upload(
+    request: Request,
+    context: ServiceContext,
+    *,
+    owner_id: str,
+    prefix: str,
+    key_for: Callable[[str], str],
+    max_bytes: int,
+    check: Callable[[ReceivedUpload, Path], Checked],
+    row_of: Callable[[ReceivedUpload, Checked], Row],
+) -> Row:
+    """Receive the upload into the store at `key_for(filename)` (inside `prefix`) while holding
+    one of the owner's upload slots, run `check` on a local copy of it in a thread, and insert
+    the row that `row_of` builds. Whatever fails on the way (a refusal, a disconnect) removes
+    everything under `prefix` again."""
+    try:
+        with request.app.state.upload_slots.take(owner_id):
+            upload = await receive_upload(
+                request,
+                context.store,
+                key_for=key_for,
+                max_bytes=max_bytes,
+                idle_timeout_seconds=context.settings.upload_idle_timeout_seconds,
+            )
+            checked = await run_in_threadpool(_check_stored, context.store, upload, check)
+        row = row_of(upload, checked)
+        await run_in_threadpool(catalog.insert_row, context.sessions, row)
+    except BaseException:
+        context.store.delete_prefix(prefix)
+        raise
+    return row
 
 
-def _etag_matches(header: str | None, etag: str) -> bool:
-    if header is None:
-        return False
-    candidates = [value.strip().removeprefix("W/") for value in header.split(",")]
-    return "*" in candidates or etag.removeprefix("W/") in candidates
-
-
-def file_download(request: Request, path: Path, *, etag: str, filename: str) -> Response:
-    """Stream `path` with `etag`: 304 when If-None-Match matches, 206 for a satisfiable
-    Range, 416 (in the API's error shape, with Content-Range) for one outside the file."""
-    if not path.is_file():
-        raise ApiError(404, "not_found", "the file behind this resource is missing")
-    if _etag_matches(request.headers.get("if-none-match"), etag):
-        return Response(status_code=304, headers={"ETag": etag})
-    size = path.stat().st_size
-    http_range = request.headers.get("range")
-    if http_range is not None:
-        # Checked here, with Starlette's own parser, so a bad range answers in our error shape;
-        # FileResponse then serves the same parse (single range: 206, several: multipart).
-        try:
-            FileResponse._parse_range_header(http_range, size)
-        except RangeNotSatisfiable:
-            raise ApiError(
-                416,
-                "range_not_satisfiable",
-                f"the range {http_range[:60]!r} lies outside the file ({size} bytes)",
-                field="Range",
-                headers={"Content-Range": f"bytes */{size}"},
-            ) from None
-        except (MalformedRangeHeader, ValueError) as exc:
-            raise ApiError(
-                400,
-                "invalid_range",
-                f"cannot read the Range header {http_range[:60]!r}: {exc}",
-                field="Range",
-            ) from None
-    return FileResponse(
-        path,
-        media_type="application/octet-stream",
-        filename=safe_filename(filename),
-        headers={"ETag": etag},
-    )
+def _check_stored(
+    store: ArtifactStore, upload: ReceivedUpload, check: Callable[[ReceivedUpload, Path], Checked]
+) -> Checked:
+    with store.local_copy(upload.artifact.key) as path:
+        return check(upload, path)

@@ -7,21 +7,25 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from api.deps import ContextDep, CursorQuery, LimitQuery, OwnerDep, SessionDep
 from api.schemas import ID_PATTERN, DatasetOut, Page
 from api.uploads import (
     FILE_FIELD,
     UPLOAD_RESPONSES,
+    ReceivedUpload,
     clean_text,
-    receive_upload,
+    store_checked_upload,
     upload_request_body,
 )
 from core.service import catalog
 from core.service.errors import InvalidRequest
 from core.service.ids import new_id
-from core.service.sandbox.validation import ValidationLimits, validate_dataset_file
+from core.service.sandbox.validation import (
+    ValidatedDataset,
+    ValidationLimits,
+    validate_dataset_file,
+)
 from core.service.tables import Dataset
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -59,21 +63,10 @@ async def upload_dataset(request: Request, owner: OwnerDep, context: ContextDep)
     labels), then register it. A refused upload leaves nothing behind."""
     dataset_id = new_id("ds")
     prefix = catalog.dataset_prefix(dataset_id)
-    try:
-        with request.app.state.upload_slots.take(owner.id):
-            upload = await receive_upload(
-                request,
-                context.store,
-                key_for=lambda filename: f"{prefix}/data{_suffix(filename)}",
-                max_bytes=context.settings.max_dataset_bytes,
-                idle_timeout_seconds=context.settings.upload_idle_timeout_seconds,
-            )
-            checked = await run_in_threadpool(
-                validate_dataset_file,
-                context.store.path(upload.artifact.key),
-                ValidationLimits.from_settings(context.settings),
-            )
-        row = Dataset(
+    limits = ValidationLimits.from_settings(context.settings)
+
+    def row_of(upload: ReceivedUpload, checked: ValidatedDataset) -> Dataset:
+        return Dataset(
             id=dataset_id,
             owner_id=owner.id,
             name=clean_text(upload.fields.get("name", "")) or upload.filename,
@@ -87,10 +80,17 @@ async def upload_dataset(request: Request, owner: OwnerDep, context: ContextDep)
             train_size=checked.train_size,
             test_size=checked.test_size,
         )
-        await run_in_threadpool(catalog.insert_row, context.sessions, row)
-    except BaseException:
-        context.store.delete_prefix(prefix)
-        raise
+
+    row = await store_checked_upload(
+        request,
+        context,
+        owner_id=owner.id,
+        prefix=prefix,
+        key_for=lambda filename: f"{prefix}/data{_suffix(filename)}",
+        max_bytes=context.settings.max_dataset_bytes,
+        check=lambda _upload, path: validate_dataset_file(path, limits),
+        row_of=row_of,
+    )
     return DatasetOut.of(row)
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from starlette.types import Receive, Scope, Send
 
 from api.deps import ContextDep, CursorQuery, LimitQuery, OwnerDep, QueueDep, SessionDep
+from api.downloads import artifact_download
 from api.queue import JobQueue
 from api.schemas import (
     ID_PATTERN,
@@ -36,10 +37,9 @@ from api.schemas import (
     Page,
 )
 from api.slots import OwnerSlots, Slot
-from api.uploads import file_download
 from core.service import catalog
 from core.service.context import ServiceContext
-from core.service.errors import Conflict, InvalidRequest, NotFound
+from core.service.errors import InvalidRequest, NotFound
 from core.service.jobs import jobconfig, lifecycle
 from core.service.jobs.lifecycle import TERMINAL
 from core.service.tables import Job
@@ -114,10 +114,7 @@ def _request_hash(body: JobCreate, config: dict[str, Any]) -> str:
 
 
 def _replay(job: Job, request_hash: str, response: Response) -> JobOut:
-    if job.request_hash != request_hash:
-        raise Conflict(
-            "this Idempotency-Key was used for a different request", field="Idempotency-Key"
-        )
+    lifecycle.check_replay(job, request_hash)
     response.status_code = 200
     response.headers["Idempotent-Replayed"] = "true"
     return JobOut.of(job)
@@ -349,13 +346,16 @@ def checkpoint_content(
 ) -> Response:
     job = lifecycle.get_job(session, owner.id, job_id)
     checkpoint = catalog.get_checkpoint(session, job.id, epoch)
-    path = context.store.path(catalog.checkpoint_model_key(checkpoint))
-    if not path.is_file():
+    key = catalog.checkpoint_model_key(checkpoint)
+    stat = context.store.stat(key)
+    if stat is None:
         raise NotFound(f"job {job.id} has no model file for epoch {epoch}")
-    stat = path.stat()
-    return file_download(
+    # Each attempt writes its own keys, once: its size and time name its version.
+    written = int(stat.modified.timestamp() * 1_000_000)
+    return artifact_download(
         request,
-        path,
-        etag=f'W/"{stat.st_size:x}-{stat.st_mtime_ns:x}"',
+        context.store,
+        key,
+        etag=f'W/"{stat.size_bytes:x}-{written:x}"',
         filename=f"{job.id}-epoch-{epoch:04d}.model",
     )

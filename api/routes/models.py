@@ -4,28 +4,33 @@ from __future__ import annotations
 
 import json
 import math
+import pathlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from api.deps import ContextDep, CursorQuery, LimitQuery, OwnerDep, SessionDep
+from api.downloads import artifact_download
 from api.schemas import ID_PATTERN, ModelOut, Page
 from api.uploads import (
     UPLOAD_RESPONSES,
     ReceivedUpload,
     clean_text,
-    file_download,
-    receive_upload,
+    store_checked_upload,
     upload_request_body,
 )
-from core.robust.datasets.loading import MAX_CLASSES
-from core.robust.models.modelio import FORMATS
+from core.robust.datasets.catalog import MAX_CLASSES
+from core.robust.models.formats import FORMATS
 from core.service import catalog
 from core.service.errors import InvalidRequest
 from core.service.ids import new_id
-from core.service.sandbox.validation import ModelDeclaration, ValidationLimits, validate_model_file
+from core.service.sandbox.validation import (
+    ModelDeclaration,
+    ValidatedModel,
+    ValidationLimits,
+    validate_model_file,
+)
 from core.service.tables import Model
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -60,24 +65,13 @@ async def upload_model(request: Request, owner: OwnerDep, context: ContextDep) -
     one forward pass on the declared input), then register it. A refused upload leaves
     nothing behind."""
     model_id = new_id("mdl")
-    key = catalog.model_key(model_id)
-    try:
-        with request.app.state.upload_slots.take(owner.id):
-            upload = await receive_upload(
-                request,
-                context.store,
-                key_for=lambda _filename: key,
-                max_bytes=context.settings.max_model_bytes,
-                idle_timeout_seconds=context.settings.upload_idle_timeout_seconds,
-            )
-            declaration = _declaration(upload.fields)
-            checked = await run_in_threadpool(
-                validate_model_file,
-                context.store.path(key),
-                declaration,
-                ValidationLimits.from_settings(context.settings),
-            )
-        row = Model(
+    limits = ValidationLimits.from_settings(context.settings)
+
+    def check(upload: ReceivedUpload, path: pathlib.Path) -> ValidatedModel:
+        return validate_model_file(path, _declaration(upload.fields), limits)
+
+    def row_of(upload: ReceivedUpload, checked: ValidatedModel) -> Model:
+        return Model(
             id=model_id,
             owner_id=owner.id,
             name=_name(upload),
@@ -89,14 +83,21 @@ async def upload_model(request: Request, owner: OwnerDep, context: ContextDep) -
             std=checked.std,
             sha256=upload.artifact.sha256,
             size_bytes=upload.artifact.size_bytes,
-            storage_key=key,
+            storage_key=upload.artifact.key,
             source_job_id=None,
             warnings=[],
         )
-        await run_in_threadpool(catalog.insert_row, context.sessions, row)
-    except BaseException:
-        context.store.delete_prefix(catalog.model_prefix(model_id))
-        raise
+
+    row = await store_checked_upload(
+        request,
+        context,
+        owner_id=owner.id,
+        prefix=catalog.model_prefix(model_id),
+        key_for=lambda _filename: catalog.model_key(model_id),
+        max_bytes=context.settings.max_model_bytes,
+        check=check,
+        row_of=row_of,
+    )
     return ModelOut.of(row)
 
 
@@ -138,9 +139,10 @@ def download_model(
     """The file as uploaded (or as the hardening job wrote it). ETag is its sha256; Range
     and If-None-Match are honoured."""
     model = catalog.get_model(session, owner.id, model_id)
-    return file_download(
+    return artifact_download(
         request,
-        context.store.path(model.storage_key),
+        context.store,
+        model.storage_key,
         etag=f'"{model.sha256}"',
         filename=f"{model.name}{FILE_SUFFIX.get(model.format, '')}",
     )

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
-from core.robust.datasets.loading import BUILTIN_DATASETS, BuiltinDataset
+from core.robust.datasets.catalog import BUILTIN_DATASETS, BuiltinDataset
 from core.service.errors import Conflict, InvalidRequest, NotFound
 from core.service.jobs.lifecycle import QUEUED, RUNNING
 from core.service.storage import ArtifactStore
@@ -98,18 +98,29 @@ def _active_jobs(session: Session, *condition: Any) -> list[str]:
     return list(session.scalars(statement))
 
 
+def _delete_unless_used(
+    session: Session, store: ArtifactStore, row: Model | Dataset, *, used_by: Any, prefix: str
+) -> None:
+    """Delete `row`, then its files under `prefix`; Conflict while a queued or running job
+    matching `used_by` needs it."""
+    active = _active_jobs(session, used_by)
+    if active:
+        what = "model" if isinstance(row, Model) else "dataset"
+        raise Conflict(
+            f"{what} {row.id} is used by unfinished jobs ({', '.join(active)}); "
+            "cancel them or wait for them to end"
+        )
+    session.delete(row)
+    session.commit()
+    store.delete_prefix(prefix)
+
+
 def delete_model(session: Session, store: ArtifactStore, owner_id: str, model_id: str) -> None:
     """Delete the row, then its file; Conflict while a queued or running job uses it."""
     model = get_model(session, owner_id, model_id)
-    active = _active_jobs(session, Job.model_id == model_id)
-    if active:
-        raise Conflict(
-            f"model {model_id} is used by unfinished jobs ({', '.join(active)}); "
-            "cancel them or wait for them to end"
-        )
-    session.delete(model)
-    session.commit()
-    store.delete_prefix(model_prefix(model_id))
+    _delete_unless_used(
+        session, store, model, used_by=Job.model_id == model_id, prefix=model_prefix(model_id)
+    )
 
 
 def model_prefix(model_id: str) -> str:
@@ -171,15 +182,9 @@ def delete_dataset(session: Session, store: ArtifactStore, owner_id: str, datase
     entry = get_dataset(session, owner_id, dataset_id)
     if isinstance(entry, BuiltinDataset):
         raise Conflict(f"{dataset_id} is a builtin dataset and cannot be deleted")
-    active = _active_jobs(session, Job.dataset == dataset_id)
-    if active:
-        raise Conflict(
-            f"dataset {dataset_id} is used by unfinished jobs ({', '.join(active)}); "
-            "cancel them or wait for them to end"
-        )
-    session.delete(entry)
-    session.commit()
-    store.delete_prefix(dataset_prefix(dataset_id))
+    _delete_unless_used(
+        session, store, entry, used_by=Job.dataset == dataset_id, prefix=dataset_prefix(dataset_id)
+    )
 
 
 def dataset_prefix(dataset_id: str) -> str:

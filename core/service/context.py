@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.service.config import Settings
 from core.service.db import make_engine, make_session_factory
-from core.service.storage import ArtifactStore
+from core.service.storage import ArtifactStore, store_from_settings
 
 
 @dataclass(frozen=True)
@@ -26,5 +26,5 @@ class ServiceContext:
             settings=settings,
             engine=engine,
             sessions=make_session_factory(engine),
-            store=ArtifactStore(settings.resolved_artifacts_dir),
+            store=store_from_settings(settings),
         )

@@ -25,12 +25,13 @@ from core.service.context import ServiceContext
 from core.service.db import transaction
 from core.service.errors import StorageFull
 from core.service.jobs.sweeper import Sweeper
-from core.service.storage import ArtifactStore, _AtomicWriter
+from core.service.storage import ArtifactStore, LocalArtifactStore
+from core.service.storage.atomic import AtomicWriter
 
 HOUR = 3600.0
 
 
-class FullDiskStore(ArtifactStore):
+class FullDiskStore(LocalArtifactStore):
     """A store whose disk fills up after `room` bytes: each write past it raises ENOSPC, as
     the kernel's write(2) does (the store's own error handling is what is under test)."""
 
@@ -44,17 +45,17 @@ class FullDiskStore(ArtifactStore):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return chunk
 
-    def put_chunks(self, key: str, chunks: Any, *, max_bytes: int | None = None) -> Any:
-        return super().put_chunks(key, (self._fill(c) for c in chunks), max_bytes=max_bytes)
+    def put_stream(self, key: str, chunks: Any, *, max_bytes: int | None = None) -> Any:
+        return super().put_stream(key, (self._fill(c) for c in chunks), max_bytes=max_bytes)
 
-    async def put_async_chunks(
+    async def put_stream_async(
         self, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None
     ) -> Any:
         async def filling() -> AsyncIterator[bytes]:
             async for chunk in chunks:
                 yield self._fill(chunk)
 
-        return await super().put_async_chunks(key, filling(), max_bytes=max_bytes)
+        return await super().put_stream_async(key, filling(), max_bytes=max_bytes)
 
 
 @pytest.fixture()
@@ -111,14 +112,14 @@ def test_a_store_failing_with_enospc_answers_507_and_keeps_nothing(
 
 
 @pytest.mark.parametrize("errno_code", [errno.ENOSPC, errno.EDQUOT])
-def test_put_file_and_put_chunks_turn_no_room_into_storage_full(tmp_path: Path, errno_code: int):
-    class NoRoom(ArtifactStore):
-        def put_chunks(self, key: str, chunks: Any, *, max_bytes: int | None = None) -> Any:
+def test_put_file_and_put_stream_turn_no_room_into_storage_full(tmp_path: Path, errno_code: int):
+    class NoRoom(LocalArtifactStore):
+        def put_stream(self, key: str, chunks: Any, *, max_bytes: int | None = None) -> Any:
             def failing() -> Iterator[bytes]:
                 yield b"x" * 10
                 raise OSError(errno_code, os.strerror(errno_code))
 
-            return super().put_chunks(key, failing(), max_bytes=max_bytes)
+            return super().put_stream(key, failing(), max_bytes=max_bytes)
 
     store = NoRoom(tmp_path / "store")
     source = tmp_path / "source"
@@ -130,15 +131,15 @@ def test_put_file_and_put_chunks_turn_no_room_into_storage_full(tmp_path: Path, 
     assert [p for p in store.root.rglob("*") if p.is_file()] == []
 
 
-def test_put_async_chunks_on_a_real_full_tmpfs_keeps_nothing(tmpfs: Path):
-    store = ArtifactStore(tmpfs)
+def test_put_stream_async_on_a_real_full_tmpfs_keeps_nothing(tmpfs: Path):
+    store = LocalArtifactStore(tmpfs)
 
     async def body() -> AsyncIterator[bytes]:
         for _ in range(4):
             yield os.urandom(512 * 1024)
 
     with pytest.raises(StorageFull):
-        asyncio.run(store.put_async_chunks("models/mdl_1/model", body()))
+        asyncio.run(store.put_stream_async("models/mdl_1/model", body()))
     assert [p for p in tmpfs.rglob("*") if p.is_file()] == []
 
 
@@ -150,27 +151,33 @@ def age(path: Path, seconds: float) -> None:
     os.utime(path, (then, then))
 
 
+def file_of(store: LocalArtifactStore, key: str) -> Path:
+    """Where the folder store keeps `key` (the tests look behind the interface)."""
+    return store.root / key
+
+
 def killed_upload(store: ArtifactStore, key: str) -> Path:
     """What an API killed mid-upload leaves: the temp file beside the key, never committed."""
-    writer = _AtomicWriter(store.path(key), key=key, max_bytes=None)
+    assert isinstance(store, LocalArtifactStore)
+    writer = AtomicWriter(file_of(store, key), key=key, max_bytes=None)
     writer.write(b"half of a model")
     writer.handle.flush()
     return writer.temp
 
 
 def test_the_sweep_removes_old_partial_uploads_and_their_empty_folders(tmp_path: Path):
-    store = ArtifactStore(tmp_path / "artifacts")
+    store = LocalArtifactStore(tmp_path / "artifacts")
     old_part = killed_upload(store, "models/mdl_killed/model")
     age(old_part, 2 * HOUR)
     age(old_part.parent, 2 * HOUR)
-    empty = store.path("datasets/ds_empty")
+    empty = file_of(store, "datasets/ds_empty")
     empty.mkdir(parents=True)
     age(empty, 2 * HOUR)
     live_part = killed_upload(store, "models/mdl_live/model")  # written to just now
     kept = store.put_bytes("models/mdl_kept/model", b"registered")
-    age(store.path(kept.key), 2 * HOUR)
-    age(store.path(kept.key).parent, 2 * HOUR)
-    fresh_empty = store.path("jobs/job_new/checkpoints")
+    age(file_of(store, kept.key), 2 * HOUR)
+    age(file_of(store, kept.key).parent, 2 * HOUR)
+    fresh_empty = file_of(store, "jobs/job_new/checkpoints")
     fresh_empty.mkdir(parents=True)
 
     removed = store.sweep_orphans(older_than=HOUR)
@@ -178,9 +185,9 @@ def test_the_sweep_removes_old_partial_uploads_and_their_empty_folders(tmp_path:
     assert not old_part.exists() and not old_part.parent.exists()
     assert not empty.exists()
     assert live_part.exists()
-    assert store.path(kept.key).read_bytes() == b"registered"
+    assert file_of(store, kept.key).read_bytes() == b"registered"
     assert fresh_empty.is_dir()
-    assert store.path("models").is_dir() and store.path("datasets").is_dir()
+    assert file_of(store, "models").is_dir() and file_of(store, "datasets").is_dir()
     assert sorted(removed) == sorted(
         [
             old_part.relative_to(store.root).as_posix(),
@@ -208,11 +215,11 @@ def test_the_sweeper_thread_sweeps_orphans(embedded_settings: Settings):
 
 
 def test_a_write_into_a_folder_swept_meanwhile_still_lands(tmp_path: Path):
-    store = ArtifactStore(tmp_path / "artifacts")
-    folder = store.path("jobs/job_1/checkpoints/attempt-1")
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    folder = file_of(store, "jobs/job_1/checkpoints/attempt-1")
     folder.mkdir(parents=True)
     age(folder, 2 * HOUR)
     store.sweep_orphans(older_than=HOUR)
     assert not folder.exists()
     stored = store.put_bytes("jobs/job_1/checkpoints/attempt-1/epoch-0001.pt", b"weights")
-    assert store.path(stored.key).read_bytes() == b"weights"
+    assert file_of(store, stored.key).read_bytes() == b"weights"

@@ -168,7 +168,7 @@ def test_report_of_a_running_job_says_so_and_shows_its_epochs(owner: Owner):
 
 
 def test_report_of_a_failed_job_shows_its_error(owner: Owner):
-    owner.context.store.path(owner.model.storage_key).unlink()
+    owner.context.store.delete(owner.model.storage_key)
     job = owner.run(owner.create_job())
     assert job.status == "failed"
 

@@ -96,7 +96,7 @@ def test_manifest_records_seed_versions_and_hashes(
     assert manifest["input_model"]["sha256"] == embedded_service.model.sha256
     assert job.result_model_id is not None
     output = embedded_service.model_row(job.result_model_id)
-    stored = Path(embedded_service.context.store.path(output.storage_key)).read_bytes()
+    stored = b"".join(embedded_service.context.store.open_range(output.storage_key))
     assert manifest["output_model"] == {"id": output.id, "sha256": output.sha256}
     assert hashlib.sha256(stored).hexdigest() == output.sha256
     # The split the best epoch was chosen on: 10% of digits' 1,437 training images, seeded.
@@ -118,12 +118,13 @@ def test_epochs_are_validated_on_a_holdout_from_train_not_on_test(
     holdout = with_validation(digits, fraction=0.1, seed=0).val
     assert holdout is not None
     last = embedded_service.checkpoints(job_id)[-1]
-    weights = embedded_service.context.store.path(catalog.weights_key_beside(last.storage_key))
     source = embedded_service.model
-    epoch_model = load_model(
-        weights, input_shape=(1, 8, 8), num_classes=10,
-        architecture=source.architecture, format=source.format,
-    )  # fmt: skip
+    weights_key = catalog.weights_key_beside(last.storage_key)
+    with embedded_service.context.store.local_copy(weights_key) as weights:
+        epoch_model = load_model(
+            weights, input_shape=(1, 8, 8), num_classes=10,
+            architecture=source.architecture, format=source.format,
+        )  # fmt: skip
     with torch_threads(1):
         on_holdout = accuracy(epoch_model, holdout, batch_size=256, device=torch.device("cpu"))
         on_test = accuracy(epoch_model, digits.test, batch_size=256, device=torch.device("cpu"))

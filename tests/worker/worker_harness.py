@@ -309,12 +309,13 @@ class Service:
             return row
 
     def load(self, model: Model) -> RobustModel:
-        return load_model(
-            self.context.store.path(model.storage_key),
-            input_shape=DIGITS_INPUT,
-            num_classes=model.num_classes,
-            architecture=model.architecture,
-        )
+        with self.context.store.local_copy(model.storage_key) as path:
+            return load_model(
+                path,
+                input_shape=DIGITS_INPUT,
+                num_classes=model.num_classes,
+                architecture=model.architecture,
+            )
 
     def wait_for_job(
         self, job_id: str, *, statuses: set[str], workers: list[WorkerProcess], timeout: float = 240

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.service.config import Settings
 from core.service.jobs import lifecycle
-from core.service.storage import ArtifactStore
+from core.service.storage import ArtifactStore, store_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class Sweeper(threading.Thread):
     ) -> None:
         super().__init__(name="robustify-sweeper", daemon=True)
         self.factory, self.settings, self.enqueue = factory, settings, enqueue
-        self.store = store or ArtifactStore(settings.resolved_artifacts_dir)
+        self.store = store or store_from_settings(settings)
         self.stopped = threading.Event()
         self.last_orphan_sweep: float | None = None
 
@@ -52,8 +52,8 @@ class Sweeper(threading.Thread):
         return job_ids
 
     def sweep_orphans(self) -> list[str]:
-        """Remove partial uploads (`.part` files) and empty folders older than
-        `orphan_upload_age_seconds` from the artifact store; returns their keys."""
+        """Remove what killed uploads and writers left in the artifact store (partial files,
+        empty folders) once older than `orphan_upload_age_seconds`; returns their keys."""
         self.last_orphan_sweep = time.monotonic()
         return self.store.sweep_orphans(older_than=self.settings.orphan_upload_age_seconds)
 
