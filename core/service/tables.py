@@ -64,56 +64,55 @@ class Owner(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
-class ApiKey(Base):
-    __tablename__ = "api_keys"
+class OwnedRow:
+    """The columns every row an owner has starts with: its id, its owner, its name, its birth."""
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class StoredFile:
+    """The columns of a row whose file lives in the artifact store: its key, sha256 and size."""
+
+    storage_key: Mapped[str] = mapped_column(String(300))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class ApiKey(OwnedRow, Base):
+    __tablename__ = "api_keys"
+
     # Only a hash is stored: a leaked database does not leak working keys.
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
-class Model(Base):
+class Model(OwnedRow, StoredFile, Base):
     __tablename__ = "models"
 
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(200))
     format: Mapped[str] = mapped_column(String(20))
     architecture: Mapped[str | None] = mapped_column(String(200), nullable=True)
     input_shape: Mapped[list[int]] = mapped_column(JSON)
     num_classes: Mapped[int] = mapped_column(Integer)
     mean: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)
     std: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)
-    sha256: Mapped[str] = mapped_column(String(64))
-    size_bytes: Mapped[int] = mapped_column(BigInteger)
-    storage_key: Mapped[str] = mapped_column(String(300))
     # Set for a model that a hardening job produced.
     source_job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
-class Dataset(Base):
+class Dataset(OwnedRow, StoredFile, Base):
     __tablename__ = "datasets"
 
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(20))  # npz | imagefolder
     file_name: Mapped[str] = mapped_column(String(300))
-    sha256: Mapped[str] = mapped_column(String(64))
-    size_bytes: Mapped[int] = mapped_column(BigInteger)
-    storage_key: Mapped[str] = mapped_column(String(300))
     input_shape: Mapped[list[int]] = mapped_column(JSON)
     num_classes: Mapped[int] = mapped_column(Integer)
     train_size: Mapped[int] = mapped_column(Integer)
     test_size: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Job(Base):
@@ -161,7 +160,7 @@ class JobEvent(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
-class Checkpoint(Base):
+class Checkpoint(StoredFile, Base):
     __tablename__ = "checkpoints"
     # One row per epoch: a resumed job can never record an epoch twice.
     __table_args__ = (UniqueConstraint("job_id", "epoch", name="uq_checkpoints_job_id_epoch"),)
@@ -169,8 +168,5 @@ class Checkpoint(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     epoch: Mapped[int] = mapped_column(Integer)
-    storage_key: Mapped[str] = mapped_column(String(300))
-    sha256: Mapped[str] = mapped_column(String(64))
-    size_bytes: Mapped[int] = mapped_column(BigInteger)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
