@@ -2,7 +2,7 @@
 evaluation, safe model I/O and datasets. Usable from a notebook; knows nothing of the service.
 
 Names are imported on first use, so `core.robust.errors` can be read without importing torch
-(the CLI and the API's light paths start faster).
+(the CLI and the API's light paths start faster); so are ThreatModel and FinetuneConfig.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ _WHERE = {
     "UnsafeArchiveError": "errors",
     "EvalReport": "evaluation",
     "evaluate": "evaluation",
-    "EpochMetrics": "finetune",
-    "FinetuneConfig": "finetune",
-    "FinetuneResult": "finetune",
+    "EpochMetrics": "finetune_results",
+    "FinetuneConfig": "finetune_config",
+    "FinetuneResult": "finetune_results",
     "adversarial_finetune": "finetune",
     "RobustModel": "models.modelio",
     "load_model": "models.modelio",
@@ -85,11 +85,8 @@ if TYPE_CHECKING:
         UnsafeArchiveError,
     )
     from core.robust.evaluation import EvalReport, evaluate
-    from core.robust.finetune import (
-        EpochMetrics,
-        FinetuneConfig,
-        FinetuneResult,
-        adversarial_finetune,
-    )
+    from core.robust.finetune import adversarial_finetune
+    from core.robust.finetune_config import FinetuneConfig
+    from core.robust.finetune_results import EpochMetrics, FinetuneResult
     from core.robust.models.modelio import RobustModel, load_model, save_model
     from core.robust.threat import ThreatModel

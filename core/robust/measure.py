@@ -7,8 +7,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from core.robust.attacks import correct_predictions
-from core.robust.datasets.loading import ImageDataset
+from core.robust.attacks import correct_predictions, pgd
+from core.robust.datasets.splits import ImageDataset
+from core.robust.threat import ThreatModel
 
 # attack(x, labels) -> adversarial x, on the model's device.
 Attack = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -87,6 +88,26 @@ def accuracy(
     device = device or model_device(model)
     correct = correct_under_attack(model, dataset, attack, batch_size=batch_size, device=device)
     return share(correct)
+
+
+def clean_and_robust(
+    model: nn.Module,
+    subset: ImageDataset,
+    threat: ThreatModel,
+    *,
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+) -> tuple[float, float]:
+    """Clean and PGD accuracy on a fixed subset, with its own fixed attack noise."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+
+    def attack(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return pgd(model, x, labels, threat, generator=generator)
+
+    clean = accuracy(model, subset, batch_size=batch_size, device=device)
+    robust = accuracy(model, subset, attack, batch_size=batch_size, device=device)
+    return clean, robust
 
 
 def model_device(model: nn.Module) -> torch.device:

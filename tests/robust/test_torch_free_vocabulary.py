@@ -10,6 +10,7 @@ import pytest
 
 TORCH_FREE_MODULES = [
     "core.robust.attack_presets",
+    "core.robust.best_epoch",
     "core.robust.datasets.catalog",
     "core.robust.errors",
     "core.robust.finetune_config",
@@ -26,6 +27,15 @@ def test_vocabulary_module_imports_without_torch(module: str) -> None:
     check = f"import sys, {module}; sys.exit('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
     assert result.returncode == 0, f"{module} imported torch: {result.stderr}"
+
+
+def test_package_names_of_the_configs_load_without_torch() -> None:
+    check = (
+        "import sys; from core.robust import FinetuneConfig, InvalidConfig, ThreatModel; "
+        "sys.exit('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 def test_engine_modules_still_export_their_vocabulary() -> None:
