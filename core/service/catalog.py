@@ -24,6 +24,7 @@ from core.service.storage import ArtifactStore
 from core.service.tables import Base, Checkpoint, Dataset, Job, JobEvent, Model
 
 T = TypeVar("T")
+JobRow = TypeVar("JobRow", JobEvent, Checkpoint)
 
 MAX_PAGE = 100
 _CURSOR_VALUE = re.compile(r"^[A-Za-z0-9_:.\-]{1,200}$")
@@ -235,22 +236,33 @@ def find_idempotent_job(session: Session, owner_id: str, key: str) -> Job | None
 
 def list_events(session: Session, job_id: str, *, after: int, limit: int) -> list[JobEvent]:
     """Events in the order they happened (ids grow), after event id `after`."""
-    statement = (
-        select(JobEvent)
-        .where(JobEvent.job_id == job_id, JobEvent.id > after)
-        .order_by(JobEvent.id)
-        .limit(limit)
+    return _job_rows_after(
+        session, JobEvent, job_id, position=JobEvent.id, after=after, limit=limit
     )
-    return list(session.scalars(statement))
 
 
 def list_checkpoints(
     session: Session, job_id: str, *, after_epoch: int, limit: int
 ) -> Sequence[Checkpoint]:
+    return _job_rows_after(
+        session, Checkpoint, job_id, position=Checkpoint.epoch, after=after_epoch, limit=limit
+    )
+
+
+def _job_rows_after(
+    session: Session,
+    table: type[JobRow],
+    job_id: str,
+    *,
+    position: InstrumentedAttribute[int],
+    after: int,
+    limit: int,
+) -> list[JobRow]:
+    """Up to `limit` of a job's rows of `table` whose `position` is past `after`, in order."""
     statement = (
-        select(Checkpoint)
-        .where(Checkpoint.job_id == job_id, Checkpoint.epoch > after_epoch)
-        .order_by(Checkpoint.epoch)
+        select(table)
+        .where(table.job_id == job_id, position > after)
+        .order_by(position)
         .limit(limit)
     )
     return list(session.scalars(statement))
