@@ -1,5 +1,6 @@
-"""The artifact store's interface, on the folder store: atomic puts with a size limit and the
-right sha256, byte ranges like slices, stat, list and delete by prefix, and a local copy."""
+"""The artifact store's interface: atomic puts with a size limit and the right sha256, byte
+ranges like slices, stat, list and delete by prefix, and a local copy. Each test runs on the
+folder store and on an in-memory store with no folder (the stand-in for a remote one)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from memory_store import MemoryArtifactStore
 
 from core.service.errors import TooLarge
 from core.service.storage import ArtifactStore, LocalArtifactStore
@@ -17,20 +19,29 @@ from core.service.storage import ArtifactStore, LocalArtifactStore
 DATA = bytes(range(256)) * 40  # 10,240 bytes, each position telling where it is
 
 
-@pytest.fixture()
-def store(tmp_path: Path) -> LocalArtifactStore:
-    return LocalArtifactStore(tmp_path / "artifacts")
+@pytest.fixture(params=["folder", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
+    if request.param == "folder":
+        return LocalArtifactStore(tmp_path / "artifacts")
+    return MemoryArtifactStore()
 
 
 def everything_under(root: Path) -> list[Path]:
     return sorted(path for path in root.rglob("*") if path.is_file())
 
 
+def assert_holds_nothing(store: ArtifactStore) -> None:
+    """No key, and for the folder store not even a temp file."""
+    assert list(store.list_keys()) == []
+    if isinstance(store, LocalArtifactStore):
+        assert everything_under(store.root) == []
+
+
 def read(store: ArtifactStore, key: str, start: int = 0, end: int | None = None) -> bytes:
     return b"".join(store.open_range(key, start, end))
 
 
-def test_put_stream_returns_the_size_and_sha256_of_what_it_stored(store: LocalArtifactStore):
+def test_put_stream_returns_the_size_and_sha256_of_what_it_stored(store: ArtifactStore):
     chunks = [DATA[:1000], DATA[1000:5000], DATA[5000:]]
 
     stored = store.put_stream("models/mdl_1/model", iter(chunks))
@@ -41,7 +52,7 @@ def test_put_stream_returns_the_size_and_sha256_of_what_it_stored(store: LocalAr
     assert read(store, "models/mdl_1/model") == DATA
 
 
-def test_a_put_that_fails_midway_shows_nothing_under_its_key(store: LocalArtifactStore):
+def test_a_put_that_fails_midway_shows_nothing_under_its_key(store: ArtifactStore):
     def broken() -> Iterator[bytes]:
         yield DATA
         assert store.stat("models/mdl_1/model") is None  # nothing visible while writing
@@ -51,10 +62,10 @@ def test_a_put_that_fails_midway_shows_nothing_under_its_key(store: LocalArtifac
         store.put_stream("models/mdl_1/model", broken())
 
     assert store.stat("models/mdl_1/model") is None
-    assert everything_under(store.root) == []
+    assert_holds_nothing(store)
 
 
-def test_a_failed_overwrite_keeps_the_old_object_whole(store: LocalArtifactStore):
+def test_a_failed_overwrite_keeps_the_old_object_whole(store: ArtifactStore):
     store.put_bytes("models/mdl_1/model", b"the first version")
 
     with pytest.raises(TooLarge):
@@ -63,20 +74,19 @@ def test_a_failed_overwrite_keeps_the_old_object_whole(store: LocalArtifactStore
     assert read(store, "models/mdl_1/model") == b"the first version"
 
 
-def test_past_the_size_limit_is_too_large_and_leaves_nothing(store: LocalArtifactStore):
+def test_past_the_size_limit_is_too_large_and_leaves_nothing(store: ArtifactStore):
     with pytest.raises(TooLarge, match="limit of 4096 bytes"):
         store.put_stream("datasets/ds_1/data.npz", [DATA[:4000], DATA[4000:8000]], max_bytes=4096)
 
-    assert list(store.list_keys()) == []
-    assert everything_under(store.root) == []
+    assert_holds_nothing(store)
 
 
-def test_exactly_the_size_limit_is_stored(store: LocalArtifactStore):
+def test_exactly_the_size_limit_is_stored(store: ArtifactStore):
     stored = store.put_stream("datasets/ds_1/data.npz", [DATA[:4096]], max_bytes=4096)
     assert stored.size_bytes == 4096
 
 
-def test_put_stream_async_stores_an_async_body_and_honours_the_limit(store: LocalArtifactStore):
+def test_put_stream_async_stores_an_async_body_and_honours_the_limit(store: ArtifactStore):
     async def body() -> AsyncIterator[bytes]:
         for offset in range(0, len(DATA), 3000):
             yield DATA[offset : offset + 3000]
@@ -101,12 +111,12 @@ def test_put_stream_async_stores_an_async_body_and_honours_the_limit(store: Loca
         (0, len(DATA)),  # exactly the object
     ],
 )
-def test_open_range_reads_like_a_slice(store: LocalArtifactStore, start: int, end: int | None):
+def test_open_range_reads_like_a_slice(store: ArtifactStore, start: int, end: int | None):
     store.put_bytes("models/mdl_1/model", DATA)
     assert read(store, "models/mdl_1/model", start, end) == DATA[start:end]
 
 
-def test_open_range_streams_a_large_object_in_chunks(store: LocalArtifactStore):
+def test_open_range_streams_a_large_object_in_chunks(store: ArtifactStore):
     big = DATA * 300  # 3 MB: more than one chunk
     store.put_bytes("models/mdl_1/model", big)
 
@@ -116,12 +126,12 @@ def test_open_range_streams_a_large_object_in_chunks(store: LocalArtifactStore):
     assert b"".join(chunks) == big[1:-1]
 
 
-def test_open_range_of_a_missing_key_fails_at_once(store: LocalArtifactStore):
+def test_open_range_of_a_missing_key_fails_at_once(store: ArtifactStore):
     with pytest.raises(FileNotFoundError):
         store.open_range("models/mdl_gone/model")
 
 
-def test_stat_tells_size_and_time_and_none_for_a_missing_key(store: LocalArtifactStore):
+def test_stat_tells_size_and_time_and_none_for_a_missing_key(store: ArtifactStore):
     before = datetime.now(UTC) - timedelta(seconds=2)
     store.put_bytes("models/mdl_1/model", DATA)
 
@@ -135,7 +145,7 @@ def test_stat_tells_size_and_time_and_none_for_a_missing_key(store: LocalArtifac
 
 
 def test_list_keys_and_delete_prefix_act_on_a_prefix_and_what_lies_under_it(
-    store: LocalArtifactStore,
+    store: ArtifactStore,
 ):
     keys = [
         "jobs/job_1/checkpoints/attempt-1/epoch-0001.pt",
@@ -155,11 +165,12 @@ def test_list_keys_and_delete_prefix_act_on_a_prefix_and_what_lies_under_it(
     store.delete_prefix("jobs/job_1")
 
     assert list(store.list_keys()) == [keys[3], keys[4]]
-    assert not (store.root / "jobs" / "job_1").exists()
+    if isinstance(store, LocalArtifactStore):
+        assert not (store.root / "jobs" / "job_1").exists()
     store.delete_prefix("jobs/job_1")  # nothing left: still fine
 
 
-def test_delete_removes_one_key_and_ignores_a_missing_one(store: LocalArtifactStore):
+def test_delete_removes_one_key_and_ignores_a_missing_one(store: ArtifactStore):
     store.put_bytes("models/mdl_1/model", b"a")
     store.put_bytes("models/mdl_1/weights", b"b")
 
@@ -169,7 +180,7 @@ def test_delete_removes_one_key_and_ignores_a_missing_one(store: LocalArtifactSt
     assert list(store.list_keys("models")) == ["models/mdl_1/weights"]
 
 
-def test_list_keys_leaves_out_a_write_in_progress(store: LocalArtifactStore):
+def test_list_keys_leaves_out_a_write_in_progress(store: ArtifactStore):
     def slow() -> Iterator[bytes]:
         yield b"half"
         assert list(store.list_keys()) == ["models/mdl_1/model"]
@@ -180,7 +191,7 @@ def test_list_keys_leaves_out_a_write_in_progress(store: LocalArtifactStore):
     assert list(store.list_keys()) == ["models/mdl_1/model", "models/mdl_2/model"]
 
 
-def test_local_copy_yields_a_file_with_the_bytes(store: LocalArtifactStore):
+def test_local_copy_yields_a_file_with_the_bytes(store: ArtifactStore):
     store.put_bytes("datasets/ds_1/data.npz", DATA)
 
     with store.local_copy("datasets/ds_1/data.npz") as path:
@@ -191,7 +202,7 @@ def test_local_copy_yields_a_file_with_the_bytes(store: LocalArtifactStore):
         pass
 
 
-def test_copy_to_writes_the_object_into_a_local_file(store: LocalArtifactStore, tmp_path: Path):
+def test_copy_to_writes_the_object_into_a_local_file(store: ArtifactStore, tmp_path: Path):
     store.put_bytes("models/mdl_1/model", DATA)
     destination = tmp_path / "job" / "model.pt"
     destination.parent.mkdir()
@@ -204,7 +215,7 @@ def test_copy_to_writes_the_object_into_a_local_file(store: LocalArtifactStore, 
     assert not (tmp_path / "job" / "other.pt").exists()
 
 
-def test_put_file_stores_a_local_file(store: LocalArtifactStore, tmp_path: Path):
+def test_put_file_stores_a_local_file(store: ArtifactStore, tmp_path: Path):
     source = tmp_path / "source.pt"
     source.write_bytes(DATA)
 
@@ -217,9 +228,11 @@ def test_put_file_stores_a_local_file(store: LocalArtifactStore, tmp_path: Path)
 @pytest.mark.parametrize(
     "key", ["../outside", "/etc/passwd", "models/../../outside", "models//model", "", "a\\b"]
 )
-def test_a_key_that_is_not_ours_is_refused(store: LocalArtifactStore, key: str):
+def test_a_key_that_is_not_ours_is_refused(store: ArtifactStore, key: str):
     with pytest.raises(ValueError, match="artifact key"):
         store.put_bytes(key, b"x")
     with pytest.raises(ValueError, match="artifact key"):
         store.stat(key)
-    assert everything_under(store.root.parent) == []
+    assert_holds_nothing(store)
+    if isinstance(store, LocalArtifactStore):
+        assert everything_under(store.root.parent) == []  # nothing beside the store either
