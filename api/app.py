@@ -33,18 +33,24 @@ _ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The API over the service context of `settings` (database, artifact store, broker)."""
+def create_app(settings: Settings, *, file_checker: FileChecker | None = None) -> FastAPI:
+    """The API over the service context of `settings` (database, artifact store, broker).
+
+    Its startup makes the upload checker (warm sandboxed children) and its shutdown closes it;
+    a caller that runs many apps in one process (a test session) may pass one to share."""
     context = ServiceContext.build(settings)
     queue = JobQueue(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # The sandbox is probed once per process; ROBUSTIFY_SANDBOX=bubblewrap on a host
-        # without it stops here.
-        limits = await run_in_threadpool(ValidationLimits.from_settings, settings)
-        app.state.file_checker = file_checker = FileChecker(limits)
-        file_checker.start()
+        checker = file_checker
+        if checker is None:
+            # The sandbox is probed once per process; ROBUSTIFY_SANDBOX=bubblewrap on a host
+            # without it stops here.
+            limits = await run_in_threadpool(ValidationLimits.from_settings, settings)
+            checker = FileChecker(limits)
+            checker.start()
+        app.state.file_checker = checker
         sweeper = None
         if settings.run_sweeper:
             sweeper = Sweeper(context.sessions, settings, queue.enqueue)
@@ -54,7 +60,8 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             if sweeper is not None:
                 sweeper.stop()
-            file_checker.close()
+            if file_checker is None:
+                checker.close()
             context.engine.dispose()
 
     app = FastAPI(

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
-from api.deps import ContextDep, CursorQuery, LimitQuery, OwnerDep, SessionDep
+from api.deps import ContextDep, CursorQuery, FileCheckerDep, LimitQuery, OwnerDep, SessionDep
 from api.schemas import ID_PATTERN, DatasetOut, Page
 from api.uploads import (
     FILE_FIELD,
@@ -21,11 +21,7 @@ from api.uploads import (
 from core.service import catalog
 from core.service.errors import InvalidRequest
 from core.service.ids import new_id
-from core.service.sandbox.validation import (
-    ValidatedDataset,
-    ValidationLimits,
-    validate_dataset_file,
-)
+from core.service.sandbox.validation import ValidatedDataset
 from core.service.tables import Dataset
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -58,12 +54,13 @@ def _suffix(filename: str) -> str:
     responses=UPLOAD_RESPONSES,
     summary="Upload a dataset",
 )
-async def upload_dataset(request: Request, owner: OwnerDep, context: ContextDep) -> DatasetOut:
+async def upload_dataset(
+    request: Request, owner: OwnerDep, context: ContextDep, checker: FileCheckerDep
+) -> DatasetOut:
     """Stream the file to storage, load it in a child process (archive guards, shapes,
     labels), then register it. A refused upload leaves nothing behind."""
     dataset_id = new_id("ds")
     prefix = catalog.dataset_prefix(dataset_id)
-    limits = ValidationLimits.from_settings(context.settings)
 
     def row_of(upload: ReceivedUpload, checked: ValidatedDataset) -> Dataset:
         return Dataset(
@@ -88,7 +85,7 @@ async def upload_dataset(request: Request, owner: OwnerDep, context: ContextDep)
         prefix=prefix,
         key_for=lambda filename: f"{prefix}/data{_suffix(filename)}",
         max_bytes=context.settings.max_dataset_bytes,
-        check=lambda _upload, path: validate_dataset_file(path, limits),
+        check=lambda _upload, path: checker.check_dataset(path),
         row_of=row_of,
     )
     return DatasetOut.of(row)

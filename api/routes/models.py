@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
-from api.deps import ContextDep, CursorQuery, LimitQuery, OwnerDep, SessionDep
+from api.deps import ContextDep, CursorQuery, FileCheckerDep, LimitQuery, OwnerDep, SessionDep
 from api.downloads import artifact_download
 from api.schemas import ID_PATTERN, ModelOut, Page
 from api.uploads import (
@@ -25,12 +25,7 @@ from core.robust.models.formats import FORMATS
 from core.service import catalog
 from core.service.errors import InvalidRequest
 from core.service.ids import new_id
-from core.service.sandbox.validation import (
-    ModelDeclaration,
-    ValidatedModel,
-    ValidationLimits,
-    validate_model_file,
-)
+from core.service.sandbox.validation import ModelDeclaration, ValidatedModel
 from core.service.tables import Model
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -60,15 +55,16 @@ _FORM_FIELDS = {
     responses=UPLOAD_RESPONSES,
     summary="Upload a model",
 )
-async def upload_model(request: Request, owner: OwnerDep, context: ContextDep) -> ModelOut:
+async def upload_model(
+    request: Request, owner: OwnerDep, context: ContextDep, checker: FileCheckerDep
+) -> ModelOut:
     """Stream the file to storage (sha256, size limit), check it in a child process (format,
     one forward pass on the declared input), then register it. A refused upload leaves
     nothing behind."""
     model_id = new_id("mdl")
-    limits = ValidationLimits.from_settings(context.settings)
 
     def check(upload: ReceivedUpload, path: pathlib.Path) -> ValidatedModel:
-        return validate_model_file(path, _declaration(upload.fields), limits)
+        return checker.check_model(path, _declaration(upload.fields))
 
     def row_of(upload: ReceivedUpload, checked: ValidatedModel) -> Model:
         return Model(

@@ -24,6 +24,7 @@ from core.service.auth import create_key
 from core.service.config import Settings
 from core.service.context import ServiceContext
 from core.service.db import transaction
+from core.service.sandbox.validation import FileChecker, ValidationLimits
 
 DIGITS_SHAPE = (1, 8, 8)
 
@@ -35,13 +36,34 @@ def settings(request: pytest.FixtureRequest) -> Settings:
     return value
 
 
+@pytest.fixture(scope="session")
+def file_checkers() -> Iterator[Callable[[Settings], FileChecker]]:
+    """One upload checker per set of limits for the whole session: an app of its own would
+    start a sandboxed child that imports torch (seconds) for every test."""
+    checkers: dict[ValidationLimits, FileChecker] = {}
+
+    def checker_for(settings: Settings) -> FileChecker:
+        limits = ValidationLimits.from_settings(settings)
+        if limits not in checkers:
+            checkers[limits] = FileChecker(limits)
+            checkers[limits].start()
+        return checkers[limits]
+
+    yield checker_for
+    for checker in checkers.values():
+        checker.close()
+
+
 @pytest.fixture()
-def app_factory(settings: Settings) -> Iterator[Callable[..., TestClient]]:
+def app_factory(
+    settings: Settings, file_checkers: Callable[[Settings], FileChecker]
+) -> Iterator[Callable[..., TestClient]]:
     """Build apps over `settings` with some fields changed; each runs its lifespan (sweeper)."""
     with ExitStack() as stack:
 
         def make(**overrides: Any) -> TestClient:
-            app = create_app(settings.model_copy(update=overrides))
+            changed = settings.model_copy(update=overrides)
+            app = create_app(changed, file_checker=file_checkers(changed))
             return stack.enter_context(TestClient(app))
 
         yield make

@@ -252,23 +252,3 @@ def _result(payload: bytes, failure: type[RobustError]) -> dict[str, Any]:
     # The engine's errors have no field of their own; the API reports it when present.
     error.field = field  # type: ignore[attr-defined]
     raise error
-
-
-# TEMPORARY (H5, until the upload routes take the app's FileChecker): one check without a
-# warm child.
-def validate_model_file(
-    path: Path, declaration: ModelDeclaration, limits: ValidationLimits
-) -> ValidatedModel:
-    checker = FileChecker(limits)
-    try:
-        return checker.check_model(path, declaration)
-    finally:
-        checker.close()
-
-
-def validate_dataset_file(path: Path, limits: ValidationLimits) -> ValidatedDataset:
-    checker = FileChecker(limits)
-    try:
-        return checker.check_dataset(path)
-    finally:
-        checker.close()
