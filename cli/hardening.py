@@ -3,6 +3,7 @@ mdl_ id is used as it is; the job is created, and followed with --watch (or --ou
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -11,15 +12,13 @@ from rich.console import Console
 
 from cli.job_options import (
     THREAT,
-    TRAINING,
     DatasetOption,
-    EpsilonOption,
     EvalAttackOption,
     EvaluateAttackOption,
     MeasureOptions,
     ModelArgument,
-    NormOption,
     SeedOption,
+    ThreatOptions,
     WatchOption,
 )
 from cli.jobs import exit_unless_improved, follow, show_outcome
@@ -27,7 +26,15 @@ from cli.model_upload import UploadOptions
 from cli.models import download_with_bar
 from cli.option_groups import option_group
 from cli.remote import connected, stderr_console, stdout_console
+from cli.training_options import TrainingOptions
 from robustify import Client, EvaluationOptions, Hyperparameters, Job, ThreatModelOptions
+
+
+def job_option_groups(command: Callable[..., None]) -> Callable[..., None]:
+    """The option groups every job command takes: the threat, the measurement, the upload."""
+    with_upload = option_group(UploadOptions, into="upload")(command)
+    with_measure = option_group(MeasureOptions, into="measure")(with_upload)
+    return option_group(ThreatOptions, into="threat")(with_measure)
 
 
 def _model_id(client: Client, model: str, upload: UploadOptions, console: Console) -> str:
@@ -81,14 +88,12 @@ def _queue_job(
     return job
 
 
-@option_group(UploadOptions, into="upload")
-@option_group(MeasureOptions, into="measure")
+@option_group(TrainingOptions, into="training")
+@job_option_groups
 def harden(
     ctx: typer.Context,
     model: ModelArgument,
     dataset: DatasetOption = "builtin:digits",
-    norm: NormOption = None,
-    epsilon: EpsilonOption = None,
     steps: Annotated[
         int | None,
         typer.Option(
@@ -98,101 +103,6 @@ def harden(
     step_size: Annotated[
         float | None,
         typer.Option(min=0, help="PGD step (default 2.5*epsilon/steps).", rich_help_panel=THREAT),
-    ] = None,
-    epochs: Annotated[
-        int | None,
-        typer.Option(min=1, help="Epochs of fine-tuning (default 10).", rich_help_panel=TRAINING),
-    ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(min=1, help="Default 128.", rich_help_panel=TRAINING)
-    ] = None,
-    peak_lr: Annotated[
-        float | None,
-        typer.Option(
-            min=0,
-            help="Peak learning rate (default: chosen by a short probe before training, about "
-            "10% of its cost).",
-            rich_help_panel=TRAINING,
-        ),
-    ] = None,
-    schedule: Annotated[
-        str | None,
-        typer.Option(
-            help="slow_start_fast_decay (default), constant, piecewise, cosine, one_cycle.",
-            rich_help_panel=TRAINING,
-        ),
-    ] = None,
-    optimizer: Annotated[
-        str | None,
-        typer.Option(
-            help="auto (default: AdamW for a LayerNorm network such as ConvNeXt or a ViT, else "
-            "SGD), sgd or adamw.",
-            rich_help_panel=TRAINING,
-        ),
-    ] = None,
-    warmup_fraction: Annotated[
-        float | None,
-        typer.Option(
-            min=0, help="Slow start's share of the run (default 0.5).", rich_help_panel=TRAINING
-        ),
-    ] = None,
-    loss: Annotated[
-        str | None, typer.Option(help="pgd (default) or trades.", rich_help_panel=TRAINING)
-    ] = None,
-    trades_beta: Annotated[
-        float | None,
-        typer.Option(min=0, help="TRADES' beta (default 6).", rich_help_panel=TRAINING),
-    ] = None,
-    attack: Annotated[
-        str | None,
-        typer.Option(
-            help="Training attack: pgd (default) or fgsm (fast mode).", rich_help_panel=TRAINING
-        ),
-    ] = None,
-    epsilon_rampup: Annotated[
-        float | None,
-        typer.Option(
-            min=0,
-            help="Share of the run over which epsilon grows from 0 (default 0.3).",
-            rich_help_panel=TRAINING,
-        ),
-    ] = None,
-    max_clean_drop: Annotated[
-        float | None,
-        typer.Option(
-            min=0,
-            max=1,
-            help="The most clean accuracy may fall: the best epoch keeps validation clean "
-            "accuracy within it, and the verdict is clean_dropped past it (default 0.03).",
-            rich_help_panel=TRAINING,
-        ),
-    ] = None,
-    validation_fraction: Annotated[
-        float | None,
-        typer.Option(
-            help="Share of the training images held out to choose the best epoch on, unless "
-            "the dataset brings its own validation split (default 0.1).",
-            rich_help_panel=TRAINING,
-        ),
-    ] = None,
-    guards: Annotated[
-        bool | None,
-        typer.Option(
-            "--guards/--no-guards",
-            help="Step back at a lower rate when the loss climbs or clean accuracy collapses, "
-            "and stop early after two steps back (default on).",
-            rich_help_panel=TRAINING,
-        ),
-    ] = None,
-    weight_interpolation: Annotated[
-        bool | None,
-        typer.Option(
-            "--weight-interpolation/--no-weight-interpolation",
-            help="When no epoch keeps clean accuracy within --max-clean-drop, hand back the "
-            "most robust mix of the best epoch's weights with the uploaded ones that keeps it "
-            "(4 validations along the line between them; default on).",
-            rich_help_panel=TRAINING,
-        ),
     ] = None,
     eval_attack: EvalAttackOption = None,
     seed: SeedOption = None,
@@ -205,6 +115,8 @@ def harden(
         str | None, typer.Option(help="A retry with the same key returns the same job.")
     ] = None,
     *,
+    training: TrainingOptions,
+    threat: ThreatOptions,
     measure: MeasureOptions,
     upload: UploadOptions,
 ) -> None:
@@ -222,25 +134,8 @@ def harden(
             model=model,
             upload=upload,
             dataset=dataset,
-            threat_model=ThreatModelOptions(
-                norm=norm, epsilon=epsilon, step_size=step_size, steps=steps
-            ),
-            hyperparameters=Hyperparameters(
-                epochs=epochs,
-                batch_size=batch_size,
-                schedule=schedule,
-                optimizer=optimizer,
-                peak_lr=peak_lr,
-                warmup_fraction=warmup_fraction,
-                loss=loss,
-                trades_beta=trades_beta,
-                attack=attack,
-                epsilon_rampup_fraction=epsilon_rampup,
-                max_clean_drop=max_clean_drop,
-                validation_fraction=validation_fraction,
-                guards=guards,
-                weight_interpolation=weight_interpolation,
-            ),
+            threat_model=threat.threat_model(steps=steps, step_size=step_size),
+            hyperparameters=training.hyperparameters(),
             evaluation=evaluation,
             seed=seed,
             idempotency_key=idempotency_key,
@@ -255,18 +150,16 @@ def harden(
     exit_unless_improved(job)
 
 
-@option_group(UploadOptions, into="upload")
-@option_group(MeasureOptions, into="measure")
+@job_option_groups
 def evaluate(
     ctx: typer.Context,
     model: ModelArgument,
     dataset: DatasetOption = "builtin:digits",
-    norm: NormOption = None,
-    epsilon: EpsilonOption = None,
     attack: EvaluateAttackOption = None,
     seed: SeedOption = None,
     watch: WatchOption = False,
     *,
+    threat: ThreatOptions,
     measure: MeasureOptions,
     upload: UploadOptions,
 ) -> None:
@@ -283,7 +176,7 @@ def evaluate(
             model=model,
             upload=upload,
             dataset=dataset,
-            threat_model=ThreatModelOptions(norm=norm, epsilon=epsilon),
+            threat_model=threat.threat_model(),
             evaluation=evaluation,
             seed=seed,
             follow_it=watch,

@@ -1,5 +1,5 @@
 """The options `harden` and `evaluate` share, declared once: the model and dataset, the threat's
-norm and radius, how the result is measured, the seed and --watch."""
+norm and radius and how the result is measured (option groups), the seed and --watch."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from robustify import EvaluationOptions
+from robustify import EvaluationOptions, ThreatModelOptions
 
 THREAT = "Threat model"
 TRAINING = "Fine-tuning"
@@ -23,13 +23,6 @@ ModelArgument = Annotated[
 ]
 DatasetOption = Annotated[
     str, typer.Option(help="builtin:digits, builtin:cifar10 ..., or an uploaded ds_… id.")
-]
-NormOption = Annotated[str | None, typer.Option(help="linf or l2.", rich_help_panel=THREAT)]
-EpsilonOption = Annotated[
-    float | None,
-    typer.Option(
-        min=0, help="Radius in [0,1] pixel space (default 8/255).", rich_help_panel=THREAT
-    ),
 ]
 SeedOption = Annotated[int | None, typer.Option(min=0, help="Random seed (default 0).")]
 WatchOption = Annotated[
@@ -86,6 +79,26 @@ def _evaluation_attack(attack: str | None, autoattack: bool, *, option: str) -> 
             param_hint="--autoattack",
         )
     return "autoattack"
+
+
+@dataclass(frozen=True)
+class ThreatOptions:
+    """The threat's norm and radius (an option group; `harden` adds its attack's steps)."""
+
+    norm: Annotated[str | None, typer.Option(help="linf or l2.", rich_help_panel=THREAT)] = None
+    epsilon: Annotated[
+        float | None,
+        typer.Option(
+            min=0, help="Radius in [0,1] pixel space (default 8/255).", rich_help_panel=THREAT
+        ),
+    ] = None
+
+    def threat_model(
+        self, *, steps: int | None = None, step_size: float | None = None
+    ) -> ThreatModelOptions:
+        return ThreatModelOptions(
+            norm=self.norm, epsilon=self.epsilon, step_size=step_size, steps=steps
+        )
 
 
 @dataclass(frozen=True)

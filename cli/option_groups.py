@@ -31,8 +31,14 @@ def option_group(group: type[Any], *, into: str) -> Callable[[Command], Command]
 
     def decorate(command: Command) -> Command:
         signature = inspect.signature(command)
-        kept = [parameter for name, parameter in signature.parameters.items() if name != into]
+        # Typer reads each parameter's annotation from the signature: resolved here (this
+        # module's `from __future__ import annotations` leaves the command's as strings).
         hints = typing.get_type_hints(command, include_extras=True)
+        kept = [
+            parameter.replace(annotation=hints.get(name, parameter.annotation))
+            for name, parameter in signature.parameters.items()
+            if name != into
+        ]
 
         @functools.wraps(command)
         def with_group(*args: Any, **kwargs: Any) -> None:

@@ -23,23 +23,19 @@ from robustify.errors import (
     RobustifyError,
 )
 from robustify.transfer import ProgressCallback
-from robustify.types import (
+from robustify.types.catalog import Dataset, Model
+from robustify.types.evaluation import Evaluation, Stage
+from robustify.types.jobs import (
     TERMINAL_STATUSES,
     Checkpoint,
-    Dataset,
     EpochRecord,
-    Evaluation,
-    EvaluationOptions,
     Event,
-    Hyperparameters,
     Job,
     JobError,
     JobMetrics,
-    Model,
     Progress,
-    Stage,
-    ThreatModelOptions,
 )
+from robustify.types.options import EvaluationOptions, Hyperparameters, ThreatModelOptions
 
 __all__ = [
     "DEFAULT_URL",

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 
 from robustify.errors import RobustifyError
-from robustify.types import Event, Job
+from robustify.types.jobs import Event, Job
 
 log = logging.getLogger(__name__)
 

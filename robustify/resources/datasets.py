@@ -7,7 +7,7 @@ from pathlib import Path
 
 from robustify.connection import Connection
 from robustify.transfer import ProgressCallback
-from robustify.types import Dataset
+from robustify.types.catalog import Dataset
 
 
 class Datasets:

@@ -17,14 +17,8 @@ from robustify.connection import PAGE_SIZE, Connection, unavailable
 from robustify.errors import ApiUnavailable
 from robustify.follow import follow_job
 from robustify.transfer import ProgressCallback
-from robustify.types import (
-    Checkpoint,
-    EvaluationOptions,
-    Event,
-    Hyperparameters,
-    Job,
-    ThreatModelOptions,
-)
+from robustify.types.jobs import Checkpoint, Event, Job
+from robustify.types.options import EvaluationOptions, Hyperparameters, ThreatModelOptions
 
 SSE_RECONNECTS = 3
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from robustify.connection import Connection
 from robustify.transfer import ProgressCallback
-from robustify.types import Model
+from robustify.types.catalog import Model
 
 
 class Models:

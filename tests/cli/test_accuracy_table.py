@@ -11,7 +11,7 @@ from rich.console import Console
 
 from cli.job_tables import accuracy_table
 from robustify import Evaluation, Job
-from robustify.types import wilson_interval
+from robustify.types.evaluation import wilson_interval
 
 THREAT = {"norm": "linf", "epsilon": 0.2, "step_size": None, "steps": 10}
 
