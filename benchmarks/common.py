@@ -126,21 +126,39 @@ def pretrained_digits_cnn(seed: int, *, epochs: int = PRETRAIN_EPOCHS) -> Pretra
     )
 
 
+def pgd20_accuracies(
+    model: nn.Module,
+    test: ImageDataset,
+    threat: ThreatModel,
+    *,
+    max_samples: int,
+    device: str,
+    epsilons: list[float] | None = None,
+) -> tuple[float, float]:
+    """(clean accuracy, PGD-20 accuracy) on the first `max_samples` of a fixed, seeded order of
+    `test`: the figures every benchmark table shows. `epsilons`: the accuracy-by-epsilon curve
+    evaluate() also measures (None: its default radii)."""
+    report = evaluate(
+        model,
+        test,
+        threat,
+        attack="fast",  # PGD-20 alone: the figure the README's tables have always shown
+        attack_steps=EVAL_ATTACK_STEPS,
+        epsilons=epsilons,
+        max_samples=max_samples,
+        seed=0,
+        sanity_checks=False,
+        device=device,
+    )
+    return report.clean_accuracy, report.robust_accuracy
+
+
 def evaluate_digits(model: nn.Module) -> tuple[float, float]:
     """(clean accuracy, PGD-20 accuracy) on the 360 test images."""
     setup = digits_setup()
-    report = evaluate(
-        model,
-        setup.test,
-        setup.threat,
-        attack="fast",  # PGD-20 alone: the figure the README's tables have always shown
-        attack_steps=EVAL_ATTACK_STEPS,
-        max_samples=len(setup.test),
-        seed=0,
-        sanity_checks=False,
-        device="cpu",
+    return pgd20_accuracies(
+        model, setup.test, setup.threat, max_samples=len(setup.test), device="cpu"
     )
-    return report.clean_accuracy, report.robust_accuracy
 
 
 def image_passes(metrics: EpochMetrics, *, batch_size: int) -> int:

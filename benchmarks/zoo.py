@@ -41,13 +41,14 @@ import functools
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from benchmarks.common import (
+    EVAL_ATTACK_STEPS,
     RESULTS_DIR,
     base_parser,
     fmt_num,
@@ -55,13 +56,13 @@ from benchmarks.common import (
     log,
     markdown_table,
     mean_and_spread,
+    pgd20_accuracies,
     set_threads,
     summary,
     write_results,
 )
 from core.robust.datasets.augment import random_crop_flip
 from core.robust.datasets.loading import DatasetSplits, ImageDataset, load_digits32, with_validation
-from core.robust.evaluation import evaluate
 from core.robust.finetune import FinetuneConfig, FinetuneResult, adversarial_finetune
 from core.robust.models.architectures import build_architecture
 from core.robust.optimizers import candidate_rates, resolve_optimizer
@@ -69,7 +70,6 @@ from core.robust.pretrain import train_clean
 from core.robust.threat import ThreatModel
 
 EPSILON = 8 / 255
-EVAL_ATTACK_STEPS = 20
 VALIDATION_FRACTION = 0.1
 VALIDATION_SPLIT_SEED = 1234  # fixed: the same validation images for every seed
 PRETRAIN_BATCH_SIZE = 64
@@ -99,24 +99,16 @@ class Size:
     train_attack_steps: int
 
 
+DEFAULT_SIZE = Size(
+    train_images=None, test_images=360, pretrain_epochs=30, harden_epochs=3, train_attack_steps=5
+)
 SIZES = {
     "quick": Size(
         train_images=256, test_images=100, pretrain_epochs=3, harden_epochs=1, train_attack_steps=2
     ),
-    "default": Size(
-        train_images=None,
-        test_images=360,
-        pretrain_epochs=30,
-        harden_epochs=3,
-        train_attack_steps=5,
-    ),
-    "large": Size(
-        train_images=None,
-        test_images=360,
-        pretrain_epochs=30,
-        harden_epochs=10,
-        train_attack_steps=10,
-    ),
+    "default": DEFAULT_SIZE,
+    # The default's data and pretraining, hardened longer and with a stronger training attack.
+    "large": replace(DEFAULT_SIZE, harden_epochs=10, train_attack_steps=10),
 }
 QUICK_ARCHS = ("resnet18", "convnext_atto")  # one BatchNorm, one LayerNorm
 
@@ -227,19 +219,14 @@ def make_setup(size: Size) -> Setup:
 
 def evaluate_test(model: nn.Module, setup: Setup, size: Size, device: str) -> tuple[float, float]:
     """(clean accuracy, PGD-20 accuracy) on the fixed test subset."""
-    report = evaluate(
+    return pgd20_accuracies(
         model,
         setup.test,
         setup.threat,
-        attack="fast",  # PGD-20 alone: the figure the README's tables have always shown
-        attack_steps=EVAL_ATTACK_STEPS,
-        epsilons=[setup.threat.epsilon],  # no accuracy-by-epsilon curve: only the threat's
         max_samples=size.test_images,
-        seed=0,
-        sanity_checks=False,
         device=device,
+        epsilons=[setup.threat.epsilon],  # no accuracy-by-epsilon curve: only the threat's
     )
-    return report.clean_accuracy, report.robust_accuracy
 
 
 def _plain(value: Any) -> Any:
