@@ -40,14 +40,21 @@ def settings(request: pytest.FixtureRequest) -> Settings:
 def file_checkers() -> Iterator[Callable[[Settings], FileChecker]]:
     """One upload checker per set of limits for the whole session: an app of its own would
     start a sandboxed child that imports torch (seconds) for every test."""
-    checkers: dict[ValidationLimits, FileChecker] = {}
+    checkers: dict[tuple[Any, ...], FileChecker] = {}
 
     def checker_for(settings: Settings) -> FileChecker:
-        limits = ValidationLimits.from_settings(settings)
-        if limits not in checkers:
-            checkers[limits] = FileChecker(limits)
-            checkers[limits].start()
-        return checkers[limits]
+        # The settings ValidationLimits.from_settings reads: it probes the sandbox each call.
+        key = (
+            settings.validation_timeout_seconds,
+            settings.validation_memory_bytes,
+            settings.sandbox,
+            settings.sandbox_max_processes,
+            settings.allow_unsandboxed_torchscript,
+        )
+        if key not in checkers:
+            checkers[key] = FileChecker(ValidationLimits.from_settings(settings))
+            checkers[key].start()
+        return checkers[key]
 
     yield checker_for
     for checker in checkers.values():

@@ -15,7 +15,6 @@ from core.service.config import Settings
 from core.service.sandbox.runner import (
     Sandbox,
     SandboxUnavailable,
-    resolve_sandbox,
     sandbox_from_settings,
 )
 
@@ -123,7 +122,7 @@ def test_sandboxed_process_cannot_fork_past_its_cap(bubblewrap: Sandbox, tmp_pat
 
 def test_host_without_bubblewrap_falls_back_and_says_so(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("PATH", "/nonexistent")
-    sandbox = resolve_sandbox(Settings(sandbox="auto"))
+    sandbox = sandbox_from_settings(Settings(sandbox="auto"))
     assert sandbox.kind == "none" and not sandbox.isolated
     with pytest.raises(Exception, match="TorchScript models are programs"):
         sandbox.check_may_run("torchscript")
@@ -165,4 +164,4 @@ def test_seccomp_refuses_tracing_namespaces_and_inet_sockets_but_not_threads(
 def test_bubblewrap_asked_for_but_missing_refuses_to_start(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(SandboxUnavailable, match="not installed"):
-        resolve_sandbox(Settings(sandbox="bubblewrap"))
+        sandbox_from_settings(Settings(sandbox="bubblewrap"))

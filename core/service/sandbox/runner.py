@@ -27,7 +27,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,22 +260,10 @@ def _probe_folder() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-_resolved: dict[tuple[str, int, bool], Sandbox] = {}
-_resolve_lock = threading.Lock()
-
-
 def sandbox_from_settings(settings: Settings) -> Sandbox:
-    """The sandbox this host gives: bubblewrap where it works (probed once per process),
-    else "none" for `sandbox="auto"`; `sandbox="bubblewrap"` that fails raises."""
-    key = (settings.sandbox, settings.sandbox_max_processes, settings.allow_unsandboxed_torchscript)
-    with _resolve_lock:
-        if key not in _resolved:
-            _resolved[key] = resolve_sandbox(settings)
-        return _resolved[key]
-
-
-def resolve_sandbox(settings: Settings) -> Sandbox:
-    """Probe this host for the sandbox `settings` ask for (uncached: see sandbox_from_settings)."""
+    """The sandbox this host gives: bubblewrap where a sandboxed Python starts here (a probe of
+    some 50 ms, made by each caller at its start: the API's startup, each job), else "none" for
+    `sandbox="auto"`; `sandbox="bubblewrap"` that fails raises SandboxUnavailable."""
     plain = Sandbox(
         kind="none",
         max_processes=settings.sandbox_max_processes,
