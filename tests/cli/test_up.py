@@ -99,8 +99,8 @@ def test_up_serves_health_and_stops_its_worker_on_sigterm(robustify, tmp_path):
         assert wait_for(lambda: len(descendants(up.pid)) >= 2, STARTUP_SECONDS)
         worker_pids = [pid for pid in descendants(up.pid) if b"worker" in command_line(pid)]
         assert worker_pids
-        # The API's upload-validation helpers (a forkserver and its resource tracker) end when
-        # their parent does, a moment after it.
+        # The API's warm upload checker (a sandboxed child) ends with the API: its shutdown
+        # closes it, and it dies with its parent anyway.
         helper_pids = [pid for pid in descendants(up.pid) if pid not in worker_pids]
 
         up.send_signal(signal.SIGTERM)
