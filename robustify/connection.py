@@ -4,6 +4,7 @@ objects, pages, uploads and checked downloads with progress, and server-sent eve
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -12,7 +13,7 @@ import httpx
 
 from robustify.errors import ApiError, ApiUnavailable, InvalidResponse
 from robustify.sse import SseMessage, read_sse
-from robustify.transfer import ProgressCallback, ProgressReader, expected_sha256, write_stream
+from robustify.transfer import PartFile, ProgressCallback, ProgressReader, expected_sha256
 
 T = TypeVar("T")
 
@@ -21,6 +22,7 @@ UPLOAD_READ_TIMEOUT = 300.0
 # An SSE stream is silent between events; the server sends a keep-alive every 15 s.
 STREAM_READ_TIMEOUT = 60.0
 PAGE_SIZE = 100  # the API's largest page
+DOWNLOAD_RETRIES = 3  # resumptions of a download in a row that bring no byte
 
 
 class Connection:
@@ -101,20 +103,37 @@ class Connection:
             return self.json("POST", path, data=fields, files=files, timeout=timeout)
 
     def download(self, path: str, destination: Path, on_progress: ProgressCallback | None) -> Path:
-        """Save the answer's bytes at `destination`, checked against the sha256 of its ETag."""
-        try:
-            with self._http.stream("GET", path) as response:
-                raise_for_error(response)
+        """Save the answer's bytes at `destination`, checked against the sha256 of its ETag;
+        a connection dropped on the way is resumed where it broke (Range with If-Range)."""
+        with PartFile(destination, on_progress) as part:
+            failures = 0
+            while True:
+                done_before = part.done
+                try:
+                    self._receive(path, part)
+                    return part.finish(expected_sha256(part.etag))
+                except httpx.TransportError as exc:
+                    failures = 1 if part.done > done_before else failures + 1
+                    if part.etag is None or failures > DOWNLOAD_RETRIES:
+                        raise unavailable(self.url, exc) from exc
+                    time.sleep(0.5 * failures)
+
+    def _receive(self, path: str, part: PartFile) -> None:
+        """One GET of a download into `part`: the rest of the bytes it holds, when their
+        (strong) ETag says which version they are of."""
+        headers = {}
+        if part.done and part.etag is not None and not part.etag.startswith("W/"):
+            headers = {"Range": f"bytes={part.done}-", "If-Range": part.etag}
+        with self._http.stream("GET", path, headers=headers) as response:
+            raise_for_error(response)
+            if response.status_code != 206:  # the whole file (again): from its first byte
                 length = response.headers.get("content-length")
-                return write_stream(
-                    response.iter_bytes(),
-                    destination,
+                part.restart(
+                    etag=response.headers.get("etag"),
                     total=int(length) if length and length.isdigit() else None,
-                    sha256=expected_sha256(response.headers.get("etag")),
-                    on_progress=on_progress,
                 )
-        except httpx.TransportError as exc:
-            raise unavailable(self.url, exc) from exc
+            for chunk in response.iter_bytes():
+                part.write(chunk)
 
     def server_sent_events(self, path: str, params: dict[str, Any]) -> Iterator[SseMessage]:
         """The messages of one text/event-stream answer, until the server ends it."""

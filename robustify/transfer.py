@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -56,34 +56,52 @@ def expected_sha256(etag: str | None) -> str | None:
     return match.group(1) if match else None
 
 
-def write_stream(
-    chunks: Iterator[bytes],
-    destination: Path,
-    *,
-    total: int | None,
-    sha256: str | None,
-    on_progress: ProgressCallback | None,
-) -> Path:
-    """Write `chunks` to `destination` through a temporary file beside it, renamed only once
-    every byte is there (and matches `sha256`, when given): never a half-written model."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(f".{destination.name}.part")
-    digest = hashlib.sha256()
-    done = 0
-    try:
-        with partial.open("wb") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if on_progress is not None:
-                    on_progress(done, total)
-        if sha256 is not None and digest.hexdigest() != sha256:
-            raise ChecksumMismatch(
-                f"the download's sha256 is {digest.hexdigest()}, the server announced {sha256}"
-            )
-        os.replace(partial, destination)
-    finally:
+class PartFile:
+    """A download's bytes in a temporary file beside `destination`, hashed as they come and
+    renamed only once every byte is there (and matches the announced sha256): never a
+    half-written model. A download resumed after a dropped connection appends; one the server
+    answers whole again starts over. Used as a context manager: the part file never outlives it.
+    """
+
+    def __init__(self, destination: Path, on_progress: ProgressCallback | None) -> None:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        self.destination, self._on_progress = destination, on_progress
+        self.partial = destination.with_name(f".{destination.name}.part")
+        self._handle = self.partial.open("wb")
+        self._digest = hashlib.sha256()
+        self.done = 0
+        self.total: int | None = None
+        self.etag: str | None = None  # of the version whose bytes these are
+
+    def __enter__(self) -> PartFile:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._handle.close()
         with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
-    return destination
+            self.partial.unlink()
+
+    def restart(self, *, etag: str | None, total: int | None) -> None:
+        """Drop the bytes so far: the server sends the file (version `etag`) from its start."""
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._digest, self.done = hashlib.sha256(), 0
+        self.etag, self.total = etag, total
+
+    def write(self, chunk: bytes) -> None:
+        self._handle.write(chunk)
+        self._digest.update(chunk)
+        self.done += len(chunk)
+        if self._on_progress is not None:
+            self._on_progress(self.done, self.total)
+
+    def finish(self, sha256: str | None) -> Path:
+        """Check the bytes against `sha256` (when given) and move them to `destination`."""
+        self._handle.close()
+        if sha256 is not None and self._digest.hexdigest() != sha256:
+            raise ChecksumMismatch(
+                f"the download's sha256 is {self._digest.hexdigest()}, the server announced "
+                f"{sha256}"
+            )
+        os.replace(self.partial, self.destination)
+        return self.destination
