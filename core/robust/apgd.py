@@ -253,36 +253,40 @@ def _strongest_of_runs(
     labels: torch.Tensor,
     threat: ThreatModel,
     *,
-    clean_logits: torch.Tensor,
     steps: int,
-    run_losses: Sequence[RunLoss],
+    losses_for: Callable[[torch.Tensor], Sequence[RunLoss]],
     generator: torch.Generator | None,
 ) -> torch.Tensor:
-    """One APGD run per loss, each on the examples no earlier run fooled: per example the first
-    fooling iterate of the first run that fooled it, else the highest-loss point of any run."""
-    x, labels = x.detach(), labels.detach()
-    fooled = clean_logits.argmax(1) != labels
-    adversarial = x.clone()  # examples the model gets wrong already stay as they are
-    best_loss = torch.full(fooled.shape, -torch.inf, dtype=x.dtype, device=x.device)
-    for run_loss in run_losses:
-        rows = (~fooled).nonzero().squeeze(1)
-        if rows.numel() == 0:
-            break
-        run = _apgd_once(
-            model,
-            x[rows],
-            labels[rows],
-            threat,
-            steps=steps,
-            loss=run_loss(rows),
-            generator=generator,
-        )
-        chosen = torch.where(_per_row(run.fooled, run.x), run.first_fooling, run.best)
-        take = run.fooled | (run.best_loss > best_loss[rows])
-        adversarial[rows[take]] = chosen[take]
-        best_loss[rows[take]] = run.best_loss[take]
-        fooled[rows] = run.fooled
-    return adversarial
+    """One APGD run per loss (`losses_for(clean_logits)` chooses them), each on the examples no
+    earlier run fooled: per example the first fooling iterate of the first run that fooled it,
+    else the highest-loss point of any run. The model is in eval mode throughout."""
+    with eval_mode(model):
+        with torch.no_grad():
+            clean_logits = model(x)
+        run_losses = losses_for(clean_logits)
+        x, labels = x.detach(), labels.detach()
+        fooled = clean_logits.argmax(1) != labels
+        adversarial = x.clone()  # examples the model gets wrong already stay as they are
+        best_loss = torch.full(fooled.shape, -torch.inf, dtype=x.dtype, device=x.device)
+        for run_loss in run_losses:
+            rows = (~fooled).nonzero().squeeze(1)
+            if rows.numel() == 0:
+                break
+            run = _apgd_once(
+                model,
+                x[rows],
+                labels[rows],
+                threat,
+                steps=steps,
+                loss=run_loss(rows),
+                generator=generator,
+            )
+            chosen = torch.where(_per_row(run.fooled, run.x), run.first_fooling, run.best)
+            take = run.fooled | (run.best_loss > best_loss[rows])
+            adversarial[rows[take]] = chosen[take]
+            best_loss[rows[take]] = run.best_loss[take]
+            fooled[rows] = run.fooled
+        return adversarial
 
 
 def _check_steps(steps: int) -> None:
@@ -312,22 +316,16 @@ def apgd(
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
     if restarts < 1:
         raise ValueError(f"restarts must be at least 1, got {restarts}")
-    with eval_mode(model):
-        with torch.no_grad():
-            clean_logits = model(x)
+
+    def losses_for(clean_logits: torch.Tensor) -> list[RunLoss]:
         per_example: AttackLoss = (
             dlr_loss if loss == "dlr" and clean_logits.shape[1] >= 3 else cross_entropy_per_example
         )
-        return _strongest_of_runs(
-            model,
-            x,
-            labels,
-            threat,
-            clean_logits=clean_logits,
-            steps=steps,
-            run_losses=[lambda rows: per_example] * restarts,
-            generator=generator,
-        )
+        return [lambda rows: per_example] * restarts
+
+    return _strongest_of_runs(
+        model, x, labels, threat, steps=steps, losses_for=losses_for, generator=generator
+    )
 
 
 def apgd_targeted(
@@ -350,9 +348,8 @@ def apgd_targeted(
     _check_steps(steps)
     if target_classes < 1:
         raise ValueError(f"target_classes must be at least 1, got {target_classes}")
-    with eval_mode(model):
-        with torch.no_grad():
-            clean_logits = model(x)
+
+    def losses_for(clean_logits: torch.Tensor) -> list[RunLoss]:
         ranked = clean_logits.argsort(dim=1, descending=True)
         num_classes = ranked.shape[1]
         if num_classes < 2:
@@ -369,13 +366,8 @@ def apgd_targeted(
             return loss_for
 
         ranks = range(1, min(target_classes, num_classes - 1) + 1)
-        return _strongest_of_runs(
-            model,
-            x,
-            labels,
-            threat,
-            clean_logits=clean_logits,
-            steps=steps,
-            run_losses=[toward_rank(rank) for rank in ranks],
-            generator=generator,
-        )
+        return [toward_rank(rank) for rank in ranks]
+
+    return _strongest_of_runs(
+        model, x, labels, threat, steps=steps, losses_for=losses_for, generator=generator
+    )

@@ -138,12 +138,17 @@ def _images(key: str, array: np.ndarray) -> torch.Tensor:
     )
 
 
+def _channels_at(array: np.ndarray, axis: int) -> bool:
+    """A batch of images with 1 or 3 channels on `axis` (3: NHWC, 1: NCHW)."""
+    return array.ndim == 4 and array.shape[axis] in (1, 3)
+
+
 def _uint8_images(key: str, array: np.ndarray) -> torch.Tensor:
     if array.ndim == 3:
         return torch.from_numpy(np.ascontiguousarray(array)).unsqueeze(1)
-    if array.ndim != 4 or array.shape[3] not in (1, 3):
+    if not _channels_at(array, 3):
         hint = ""
-        if array.ndim == 4 and array.shape[1] in (1, 3):
+        if _channels_at(array, 1):
             hint = " (it looks like NCHW: transpose it to NHWC, or store float32 in [0, 1])"
         raise DatasetError(
             f"key {key!r} is uint8 of shape {array.shape}; uint8 images must be (N, H, W, C) "
@@ -154,10 +159,8 @@ def _uint8_images(key: str, array: np.ndarray) -> torch.Tensor:
 
 
 def _float_images(key: str, array: np.ndarray) -> torch.Tensor:
-    if array.ndim != 4 or array.shape[1] not in (1, 3):
-        hint = ""
-        if array.ndim == 4 and array.shape[3] in (1, 3):
-            hint = " (it looks like NHWC: transpose it to NCHW)"
+    if not _channels_at(array, 1):
+        hint = " (it looks like NHWC: transpose it to NCHW)" if _channels_at(array, 3) else ""
         raise DatasetError(
             f"key {key!r} is {array.dtype} of shape {array.shape}; float images must be "
             f"(N, C, H, W) with C = 1 or 3{hint}"

@@ -24,12 +24,17 @@ BUILTIN_PREFIX = "builtin:"
 Builder = Callable[[tuple[int, int, int], int], nn.Module]
 
 
-def _digits_cnn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    channels, height, width = input_shape
-    if height < 2 or width < 2:
+def _check_min_size(name: str, input_shape: tuple[int, int, int], minimum: int) -> None:
+    _, height, width = input_shape
+    if height < minimum or width < minimum:
         raise ModelLoadError(
-            f"builtin:digits_cnn needs inputs of at least 2x2 pixels, got {height}x{width}"
+            f"{name} needs inputs of at least {minimum}x{minimum} pixels, got {height}x{width}"
         )
+
+
+def _digits_cnn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    _check_min_size("builtin:digits_cnn", input_shape, 2)
+    channels, height, width = input_shape
     return nn.Sequential(
         nn.Conv2d(channels, 16, kernel_size=3, padding=1),
         nn.ReLU(),
@@ -62,11 +67,8 @@ def _conv_block(in_channels: int, out_channels: int) -> list[nn.Module]:
 
 
 def _small_cnn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    channels, height, width = input_shape
-    if height < 4 or width < 4:
-        raise ModelLoadError(
-            f"builtin:small_cnn needs inputs of at least 4x4 pixels, got {height}x{width}"
-        )
+    _check_min_size("builtin:small_cnn", input_shape, 4)
+    channels = input_shape[0]
     # Adaptive pooling at the end lets one definition serve 8x8 digits and 32x32 CIFAR alike.
     return nn.Sequential(
         *_conv_block(channels, 32),
