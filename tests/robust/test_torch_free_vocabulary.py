@@ -16,6 +16,7 @@ TORCH_FREE_MODULES = [
     "core.robust.finetune_config",
     "core.robust.lr_probe",
     "core.robust.models.formats",
+    "core.robust.models.spec",
     "core.robust.optimizer_rates",
     "core.robust.schedules",
     "core.robust.threat",
