@@ -42,7 +42,7 @@ from core.robust.finetune_run import FinetuneRun, check_resumable, cpu_copy
 from core.robust.interpolation import Interpolation, search_line
 from core.robust.lr_probe import LrProbe
 from core.robust.measure import accuracy, default_device, evaluation_subset
-from core.robust.models.modelio import copy_model
+from core.robust.models.robust_model import copy_model
 from core.robust.optimizers import resolve_optimizer
 from core.robust.threat import ThreatModel
 

@@ -10,7 +10,7 @@ from torch import nn
 from core.robust.datasets.augment import Augment
 from core.robust.datasets.splits import ImageDataset
 from core.robust.measure import default_device
-from core.robust.models.modelio import copy_model
+from core.robust.models.robust_model import copy_model
 from core.robust.schedules import cosine
 
 
