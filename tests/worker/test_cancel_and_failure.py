@@ -16,7 +16,7 @@ from core.service import catalog
 from core.service.db import transaction
 from core.service.jobs import lifecycle
 from core.service.jobs.lifecycle import CANCELLED, FAILED, SUCCEEDED
-from core.service.jobs.pipeline import PROGRESS_SECONDS
+from core.service.jobs.progress import PROGRESS_SECONDS
 
 
 def request_cancel(service: Service, job_id: str) -> None:
