@@ -98,6 +98,8 @@ def _run_to_its_end(context: JobContext) -> None:
 
 
 def _run_phases(context: JobContext, progress: ProgressTracker) -> None:
+    """Load and stage, then answer the engine, which runs evaluate before and fine-tune in its
+    own order (a resumed attempt skips what is stored), then register what it handed back."""
     sandbox = sandbox_from_settings(context.settings)
     model_row = load_model_row(context)
     sandbox.check_may_run(model_row.format)
