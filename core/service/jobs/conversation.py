@@ -4,21 +4,8 @@ engine is told whether to go on."""
 
 from __future__ import annotations
 
+from core.service.engine import protocol
 from core.service.engine.channel import EngineChannel, EngineFailure
-from core.service.engine.protocol import (
-    BatchDone,
-    EpochDone,
-    Evaluated,
-    Failed,
-    Finished,
-    GuardReport,
-    InterpolationReport,
-    PhaseStarted,
-    ProbeBatch,
-    ProbeReport,
-    Question,
-    Stopped,
-)
 from core.service.jobs.epochs import save_epoch
 from core.service.jobs.lease import JobStopped
 from core.service.jobs.progress import ProgressTracker
@@ -30,7 +17,9 @@ from core.service.jobs.training_reports import store_guard, store_interpolation,
 POLL_SECONDS = 0.5
 
 
-def converse(context: JobContext, progress: ProgressTracker, engine: EngineChannel) -> Finished:
+def converse(
+    context: JobContext, progress: ProgressTracker, engine: EngineChannel
+) -> protocol.Finished:
     """Answer the engine until it ends; its questions are answered in the order asked."""
     while True:
         message = engine.receive(POLL_SECONDS)
@@ -40,35 +29,38 @@ def converse(context: JobContext, progress: ProgressTracker, engine: EngineChann
             if context.keeper.should_stop():
                 raise JobStopped
             continue
-        if isinstance(message, Finished):
+        if isinstance(message, protocol.Finished):
             return message
-        if isinstance(message, Stopped):
+        if isinstance(message, protocol.Stopped):
             raise JobStopped
-        if isinstance(message, Failed):
+        if isinstance(message, protocol.Failed):
             raise EngineFailure(message.code, message.message)
         _store(context, progress, engine, message)
         _answer(context, engine)
 
 
 def _store(
-    context: JobContext, progress: ProgressTracker, engine: EngineChannel, message: Question
+    context: JobContext,
+    progress: ProgressTracker,
+    engine: EngineChannel,
+    message: protocol.Question,
 ) -> None:
     match message:
-        case PhaseStarted():
+        case protocol.PhaseStarted():
             progress.phase(message)
-        case Evaluated():  # the uploaded model's evaluation
+        case protocol.Evaluated():  # the uploaded model's evaluation
             store_before(context, engine, message)
-        case ProbeBatch():  # fine-tuning, from here on
+        case protocol.ProbeBatch():  # fine-tuning, from here on
             progress.probe(message)
-        case ProbeReport():
+        case protocol.ProbeReport():
             store_probe(context, message)
-        case BatchDone():
+        case protocol.BatchDone():
             progress.batch(message)
-        case GuardReport():
+        case protocol.GuardReport():
             store_guard(context, message)
-        case EpochDone():
+        case protocol.EpochDone():
             save_epoch(context, engine, message)
-        case InterpolationReport():
+        case protocol.InterpolationReport():
             store_interpolation(context, message)
 
 
