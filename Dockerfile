@@ -20,17 +20,18 @@ WORKDIR /src
 # The dependencies first, from pyproject.toml alone, so that a code change does not reinstall
 # torch: empty packages stand in for the code in this layer.
 COPY pyproject.toml README.md ./
-RUN mkdir -p core api worker cli migrations \
+RUN mkdir -p core api worker cli robustify migrations \
     && touch core/__init__.py api/__init__.py worker/__init__.py cli/__init__.py \
-        migrations/__init__.py \
+        robustify/__init__.py migrations/__init__.py \
     && pip install . \
     && pip uninstall --yes robustify \
-    && rm -rf core api worker cli migrations
+    && rm -rf core api worker cli robustify migrations
 
 COPY core ./core
 COPY api ./api
 COPY worker ./worker
 COPY cli ./cli
+COPY robustify ./robustify
 COPY migrations ./migrations
 RUN pip install --no-deps . && rm -rf /src/build
 
