@@ -347,7 +347,7 @@ def main() -> int:
     request = json.loads(Path(REQUEST_FILE).read_text())
     import torch
 
-    from core.service.sandbox.runner import limit_self
+    from core.service.sandbox.limits import limit_self
 
     torch.set_num_threads(request["threads"])
     # After the imports, before the user's file is opened: the cap is on what the file costs.

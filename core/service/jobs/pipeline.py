@@ -38,7 +38,8 @@ from core.service.jobs.progress import ProgressTracker
 from core.service.jobs.result import register_result
 from core.service.jobs.run_context import JobContext
 from core.service.jobs.staging import load_model_row, stage_inputs
-from core.service.sandbox.runner import Sandbox, gpu_devices, sandbox_from_settings
+from core.service.sandbox.host import gpu_devices
+from core.service.sandbox.runner import Sandbox, sandbox_from_settings
 from core.service.storage import ArtifactStore
 
 log = logging.getLogger(__name__)

@@ -38,10 +38,6 @@ from core.service.sandbox import seccomp
 from core.service.sandbox.cgroups import PidsCgroup
 from core.service.sandbox.host import SYSTEM_FILES, SYSTEM_FOLDERS, code_root, python_folders
 
-# Named here for the callers that start sandboxes (the pipeline) and run in them (the engine).
-from core.service.sandbox.host import gpu_devices as gpu_devices
-from core.service.sandbox.limits import limit_self as limit_self
-
 log = logging.getLogger(__name__)
 
 SandboxKind = Literal["bubblewrap", "none"]
