@@ -20,6 +20,8 @@ from core.robust.threat import ThreatModel
 # loss(logits, labels) -> one loss per example; the attack ascends it.
 AttackLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+FP16_ATTACK_LOSS_SCALE = 1024.0
+
 
 def cross_entropy_per_example(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, labels, reduction="none")
@@ -77,8 +79,20 @@ def _input_gradient(
     """The logits at `x_adv` and the loss's gradient w.r.t. `x_adv` (parameters' .grad
     untouched)."""
     x_adv = x_adv.detach().requires_grad_(True)
-    logits = model(x_adv)
-    (gradient,) = torch.autograd.grad(loss(logits, labels).sum(), x_adv)
+    raw_logits = model(x_adv)
+    # Under autocast (a mixed-precision training step) the logits come in bf16 or fp16: the
+    # loss is taken in fp32, and x_adv, delta and the projection stay fp32 throughout.
+    logits = raw_logits.float()
+    total = loss(logits, labels).sum()
+    if raw_logits.dtype != torch.float16:
+        (gradient,) = torch.autograd.grad(total, x_adv)
+        return logits.detach(), gradient
+    # fp16's backward underflows the small input gradients of a confident model to zero (no
+    # step there); a constant factor moves them up and changes neither the gradient's sign
+    # (Linf) nor its direction (L2). Should it overflow, the unscaled gradient is taken.
+    (gradient,) = torch.autograd.grad(total * FP16_ATTACK_LOSS_SCALE, x_adv, retain_graph=True)
+    if not bool(torch.isfinite(gradient).all()):
+        (gradient,) = torch.autograd.grad(total, x_adv)
     return logits.detach(), gradient
 
 
@@ -135,13 +149,13 @@ def pgd(
         if restarts == 1:
             return best
         with torch.no_grad():
-            best_logits = model(best)
+            best_logits = model(best).float()
             best_fooled = best_logits.argmax(1) != labels
             best_loss = loss(best_logits, labels)
         for _ in range(restarts - 1):
             candidate = _pgd_once(model, x, labels, threat, loss=loss, generator=generator)
             with torch.no_grad():
-                logits = model(candidate)
+                logits = model(candidate).float()
                 fooled = logits.argmax(1) != labels
                 candidate_loss = loss(logits, labels)
             better = (fooled & ~best_fooled) | (
@@ -217,7 +231,7 @@ def _pgd_until_fooled(
         rows = unchecked.nonzero().flatten()
         if len(rows):
             with torch.no_grad():
-                logits = model(points[rows])
+                logits = model(points[rows]).float()
             fooled[rows] = logits.argmax(1) != labels[rows]
             point_loss[rows] = loss(logits, labels[rows])
         # The first restart sets every row; a later one only rows it fools or raises the loss of.
