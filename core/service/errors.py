@@ -25,6 +25,7 @@ __all__ = [
     "NotFound",
     "RobustError",
     "ServiceError",
+    "ServiceUnavailable",
     "StorageFull",
     "TooLarge",
     "TrainingDiverged",
@@ -67,6 +68,10 @@ class ValidationTimeout(ServiceError):
     """Checking an upload took longer than allowed (or ran out of memory)."""
 
 
+class ServiceUnavailable(ServiceError):
+    """The service cannot take the request now (it is shutting down); try again later."""
+
+
 class StorageFull(ServiceError):
     """The artifact store has no room left (its disk is full, or its quota is spent)."""
 
@@ -88,6 +93,7 @@ ERROR_TABLE: dict[type[Exception], tuple[int, str]] = {
     UnsafeArchiveError: (422, "unsafe_archive"),
     InvalidConfig: (422, "invalid_config"),
     TrainingDiverged: (422, "training_diverged"),
+    ServiceUnavailable: (503, "service_unavailable"),
     StorageFull: (507, "storage_full"),
 }
 

@@ -18,10 +18,11 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from core.service.errors import ServiceUnavailable
 from core.service.sandbox.runner import Sandbox, SandboxedProcess
 
 MAX_RESULT_BYTES = 1024 * 1024
@@ -139,20 +140,26 @@ class CheckerPool:
         """A checker for one request (the warm one if it is alive), and another started behind
         it. The caller closes the one it took."""
         with self.lock:
+            if self.closed:
+                raise ServiceUnavailable("the service is shutting down: upload again shortly")
             checker, self.warm = self.warm, None
-        if checker is None or not checker.alive():
+            # Submitted under the lock: close() cannot shut the starter down in between.
+            starting = None if checker is not None and checker.alive() else self._submit_start()
+        if starting is not None:
             if checker is not None:
                 checker.close()
-            checker = self.starter.submit(WarmChecker, self.sandbox).result()
+            checker = starting.result()
         self.refill()
         return checker
+
+    def _submit_start(self) -> Future[WarmChecker]:
+        return self.starter.submit(WarmChecker, self.sandbox)
 
     def refill(self) -> None:
         """Start a warm checker in the background unless one is kept already."""
         with self.lock:
-            if self.closed:
-                return
-        self.starter.submit(self._start_one)
+            if not self.closed:
+                self.starter.submit(self._start_one)
 
     def _start_one(self) -> None:
         with self.lock:
