@@ -121,11 +121,19 @@ class Connection:
     def _receive(self, path: str, part: PartFile) -> None:
         """One GET of a download into `part`: the rest of the bytes it holds, when their
         (strong) ETag says which version they are of."""
+        if part.total is not None and part.done == part.total:
+            return  # every byte came before the connection dropped: nothing left to ask for
         headers = {}
         if part.done and part.etag is not None and not part.etag.startswith("W/"):
             headers = {"Range": f"bytes={part.done}-", "If-Range": part.etag}
         with self._http.stream("GET", path, headers=headers) as response:
             raise_for_error(response)
+            if response.status_code == 206 and _range_start(response) != part.done:
+                # Not the rest of our bytes: take the whole file again instead.
+                part.restart(etag=None, total=None)
+                response.close()
+                self._receive(path, part)
+                return
             if response.status_code != 206:  # the whole file (again): from its first byte
                 length = response.headers.get("content-length")
                 part.restart(
@@ -145,6 +153,13 @@ class Connection:
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
                 raise InvalidResponse("the API did not answer with server-sent events")
             yield from read_sse(response.iter_lines())
+
+
+def _range_start(response: httpx.Response) -> int | None:
+    """The first byte a 206 answer's Content-Range says it holds ("bytes 5000-16383/16384")."""
+    unit, _, rest = response.headers.get("content-range", "").partition(" ")
+    start = rest.split("-", 1)[0]
+    return int(start) if unit == "bytes" and start.isdigit() else None
 
 
 def unavailable(url: str, exc: BaseException) -> ApiUnavailable:

@@ -28,6 +28,14 @@ class DroppedAfter(httpx.SyncByteStream):
         raise httpx.ReadError("connection reset by peer")
 
 
+def partial_content(start: int) -> httpx.Response:
+    """The server's 206 answer: CONTENT from byte `start`."""
+    span = f"bytes {start}-{len(CONTENT) - 1}/{len(CONTENT)}"
+    return httpx.Response(
+        206, headers={"ETag": ETAG, "Content-Range": span}, content=CONTENT[start:]
+    )
+
+
 def client_of(handler: Callable[[httpx.Request], httpx.Response]) -> Client:
     return Client("http://api.test", "rk_test", transport=httpx.MockTransport(handler))
 
@@ -41,7 +49,7 @@ def test_a_dropped_download_resumes_where_it_broke(tmp_path: Path) -> None:
             headers = {"ETag": ETAG, "Content-Length": str(len(CONTENT))}
             return httpx.Response(200, headers=headers, stream=DroppedAfter(CONTENT, 5000))
         start = int(request.headers["range"].removeprefix("bytes=").removesuffix("-"))
-        return httpx.Response(206, headers={"ETag": ETAG}, content=CONTENT[start:])
+        return partial_content(start)
 
     progress: list[tuple[int, int | None]] = []
     with client_of(handler) as client:
@@ -86,3 +94,40 @@ def test_a_download_that_cannot_be_resumed_leaves_no_file(tmp_path: Path) -> Non
         client.models.download("mdl_1", tmp_path / "model.pt")
 
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_download_dropped_after_its_last_byte_is_finished_without_asking_again(
+    tmp_path: Path,
+) -> None:
+    requests: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        if "range" in request.headers:  # bytes=16384-: nothing left, a server answers 416
+            return httpx.Response(416, headers={"Content-Range": f"bytes */{len(CONTENT)}"})
+        headers = {"ETag": ETAG, "Content-Length": str(len(CONTENT))}
+        return httpx.Response(200, headers=headers, stream=DroppedAfter(CONTENT, len(CONTENT)))
+
+    with client_of(handler) as client:
+        path = client.models.download("mdl_1", tmp_path / "model.pt")
+
+    assert path.read_bytes() == CONTENT
+    assert len(requests) == 1
+
+
+def test_a_resumed_answer_that_starts_at_another_byte_is_not_appended(tmp_path: Path) -> None:
+    requests: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        if len(requests) == 1:
+            return httpx.Response(200, headers={"ETag": ETAG}, stream=DroppedAfter(CONTENT, 5000))
+        if "range" in request.headers:
+            return partial_content(4000)  # a server that got the range wrong
+        return httpx.Response(200, headers={"ETag": ETAG}, content=CONTENT)
+
+    with client_of(handler) as client:
+        path = client.models.download("mdl_1", tmp_path / "model.pt")
+
+    assert path.read_bytes() == CONTENT
+    assert [r.headers.get("range") for r in requests] == [None, "bytes=5000-", None]
