@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.robust.augmentation_choice import AUGMENTATIONS, Augmentation
 from core.robust.errors import InvalidConfig
 from core.robust.optimizer_rates import OPTIMIZERS
 from core.robust.schedules import ScheduleConfig
@@ -52,6 +53,10 @@ class FinetuneConfig:
     # When no epoch kept clean accuracy: hand back a mix of the best epoch's weights with the
     # starting ones that does, the most robust one a search found (core.robust.interpolation).
     weight_interpolation: bool = True
+    # Applied to each training batch on the run's device (core.robust.datasets.augment). The
+    # engine's default is none, so a config without it trains as before; the service resolves
+    # a job's "auto" by its data (core.robust.augmentation_choice.default_augmentation).
+    augmentation: Augmentation = "none"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -63,6 +68,10 @@ class FinetuneConfig:
             raise InvalidConfig(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.attack not in ATTACKS:
             raise InvalidConfig(f"attack must be one of {', '.join(ATTACKS)}, got {self.attack!r}")
+        if self.augmentation not in AUGMENTATIONS:
+            raise InvalidConfig(
+                f"augmentation must be one of {', '.join(AUGMENTATIONS)}, got {self.augmentation!r}"
+            )
         if self.optimizer not in OPTIMIZERS:
             raise InvalidConfig(
                 f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from core.robust.adversarial_loss import passes_per_step, step_loss, training_threat
 from core.robust.best_epoch import COLLAPSED
+from core.robust.datasets.augment import augmentation_for
 from core.robust.datasets.splits import ImageDataset
 from core.robust.errors import TrainingDiverged
 from core.robust.finetune_results import EpochMetrics, OnBatch, OnDecision
@@ -35,6 +36,7 @@ def train_one_epoch(
     """One pass over the training data; None when should_stop() ended it early. The guards may
     step back within it, or end it (and the run) early."""
     config, model = run.config, run.model
+    augment = augmentation_for(config.augmentation)
     model.train()
     started = time.perf_counter()
     loss_sum, robust_correct, seen = 0.0, 0, 0
@@ -44,6 +46,8 @@ def train_one_epoch(
         if should_stop is not None and should_stop():
             return None
         x, labels = x.to(run.device), labels.to(run.device)
+        if augment is not None:  # on the device: on a GPU the crops cost next to nothing
+            x = augment(x, run.augment_generator)
         lr = run.lr_at(run.step)
         for group in run.optimizer.param_groups:
             group["lr"] = lr

@@ -131,6 +131,7 @@ def _probe_trial(
 ) -> tuple[ProbeTrial, int]:
     """One candidate: the run's schedule shape over the probe's steps, then scored."""
     epochs = max(1, math.ceil(plan.steps * config.batch_size / max(len(batches), 1)))
+    # The trial keeps the run's augmentation: a rate is scored on the training the run will do.
     trial_config = replace(config, epochs=epochs, peak_lr=rate, guards=False, seed=config.seed + 3)
     try:
         result = finetune(model, batches, threat, trial_config, device=device, on_batch=on_batch)

@@ -77,6 +77,9 @@ class FinetuneRun:
         # Own generators for data order and attack noise, so a run is fixed by its seed alone.
         self.order_generator = torch.Generator().manual_seed(config.seed)
         self.noise_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
+        # The crops and flips (on the CPU whatever the device): seed + 2 and + 3 are the
+        # validation's and the probe's.
+        self.augment_generator = torch.Generator().manual_seed(config.seed + 4)
         self.step = 0
         self.epoch = 0
         self.history: list[EpochMetrics] = []
@@ -183,6 +186,7 @@ class FinetuneRun:
             "rng": {
                 "order": self.order_generator.get_state(),
                 "noise": self.noise_generator.get_state(),
+                "augment": self.augment_generator.get_state(),
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state(self.device)
                 if self.device.type == "cuda"
@@ -217,6 +221,8 @@ class FinetuneRun:
         rng = checkpoint["rng"]
         self.order_generator.set_state(rng["order"])
         self.noise_generator.set_state(rng["noise"])
+        if "augment" in rng:  # a checkpoint from before augmentation trained without it
+            self.augment_generator.set_state(rng["augment"])
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
@@ -245,5 +251,7 @@ class FinetuneRun:
 def check_resumable(checkpoint: Checkpoint, config: FinetuneConfig, threat: ThreatModel) -> None:
     if checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise InvalidConfig("resume: not a robustify fine-tuning checkpoint")
-    if checkpoint["config"] != asdict(config) or checkpoint["threat"] != asdict(threat):
+    # A field added since the checkpoint was saved reads as its default (the run had none).
+    saved_config = {**asdict(FinetuneConfig()), **checkpoint["config"]}
+    if saved_config != asdict(config) or checkpoint["threat"] != asdict(threat):
         raise InvalidConfig("resume: the checkpoint was made with another config or threat model")
