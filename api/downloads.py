@@ -10,9 +10,9 @@ from secrets import token_hex
 from urllib.parse import quote
 
 from fastapi import Request
-from fastapi.responses import FileResponse, Response, StreamingResponse
-from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
+from fastapi.responses import Response, StreamingResponse
 
+from api.byte_ranges import MalformedRange, UnsatisfiableRange, parse_byte_ranges
 from api.errors import ApiError
 from api.uploads import safe_filename
 from core.service.storage import ArtifactStat, ArtifactStore
@@ -63,14 +63,14 @@ def _headers(stat: ArtifactStat, *, etag: str, filename: str) -> dict[str, str]:
 
 
 def _requested_ranges(request: Request, size: int) -> list[tuple[int, int]]:
-    """The Range header's [start, end) spans (none without one), checked with Starlette's
-    own parser so that a bad range answers in the API's error shape."""
+    """The Range header's [start, end) spans (none without one); a bad range answers in the
+    API's error shape."""
     http_range = request.headers.get("range")
     if http_range is None:
         return []
     try:
-        return FileResponse._parse_range_header(http_range, size)
-    except RangeNotSatisfiable:
+        return parse_byte_ranges(http_range, size)
+    except UnsatisfiableRange:
         raise ApiError(
             416,
             "range_not_satisfiable",
@@ -78,7 +78,7 @@ def _requested_ranges(request: Request, size: int) -> list[tuple[int, int]]:
             field="Range",
             headers={"Content-Range": f"bytes */{size}"},
         ) from None
-    except (MalformedRangeHeader, ValueError) as exc:
+    except MalformedRange as exc:
         raise ApiError(
             400,
             "invalid_range",
