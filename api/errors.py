@@ -71,8 +71,7 @@ class ApiError(Exception):
 def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     status, code = status_and_code(exc)
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    # Engine errors carry no field unless core.service.sandbox.validation attached one.
-    field = getattr(exc, "field", None)
+    field = getattr(exc, "field", None)  # the service's and the engine's errors both carry one
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return ApiError(status, code, message, field=field, headers=headers).response()
 

@@ -2,7 +2,12 @@
 
 
 class RobustError(Exception):
-    """Base of every error the engine raises on purpose."""
+    """Base of every error the engine raises on purpose. `field` names the input at fault
+    where the caller knows it (the service reports it beside the message)."""
+
+    def __init__(self, *args: object, field: str | None = None) -> None:
+        super().__init__(*args)
+        self.field = field
 
 
 class ModelLoadError(RobustError):

@@ -142,13 +142,16 @@ class CheckerPool:
         with self.lock:
             if self.closed:
                 raise ServiceUnavailable("the service is shutting down: upload again shortly")
-            checker, self.warm = self.warm, None
+            warm, self.warm = self.warm, None
             # Submitted under the lock: close() cannot shut the starter down in between.
-            starting = None if checker is not None and checker.alive() else self._submit_start()
-        if starting is not None:
-            if checker is not None:
-                checker.close()
-            checker = starting.result()
+            fresh = None if warm is not None and warm.alive() else self._submit_start()
+        if fresh is None and warm is not None:
+            checker = warm
+        else:
+            if warm is not None:
+                warm.close()
+            assert fresh is not None
+            checker = fresh.result()
         self.refill()
         return checker
 

@@ -27,6 +27,7 @@ from core.service.errors import (
     InvalidRequest,
     ModelLoadError,
     RobustError,
+    ServiceError,
     UnsafeArchiveError,
     ValidationTimeout,
 )
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_CHARS = 2000
 
 # Errors a child may report, by name: the parent re-raises only these classes.
-_REPORTABLE: dict[str, type[Exception]] = {
+_REPORTABLE: dict[str, type[RobustError | ServiceError]] = {
     cls.__name__: cls
     for cls in (
         ModelLoadError,
@@ -210,7 +211,7 @@ def _check_may_run(file: Path, sandbox: Sandbox) -> None:
     try:
         detected = detect_format(file)
     except ModelLoadError as exc:
-        exc.field = "file"  # type: ignore[attr-defined]  # as the child reports it
+        exc.field = "file"  # as the child reports it
         raise
     sandbox.check_may_run(detected)
 
@@ -246,9 +247,4 @@ def _result(payload: bytes, failure: type[RobustError]) -> dict[str, Any]:
     field = result.get("field")
     field = str(field)[:100] if field is not None else None
     cls = _REPORTABLE.get(str(result.get("error")), failure)
-    if issubclass(cls, InvalidRequest | ValidationTimeout):
-        raise cls(message, field=field)
-    error = cls(message)
-    # The engine's errors have no field of their own; the API reports it when present.
-    error.field = field  # type: ignore[attr-defined]
-    raise error
+    raise cls(message, field=field)
