@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.robust.finetune import FinetuneConfig
 from core.service.jobs.verdict import (
-    DEFAULT_MAX_CLEAN_DROP,
     harden_verdict,
     wilson_half_width,
     wilson_interval,
@@ -78,6 +76,3 @@ def test_wilson_interval_matches_the_textbook_values(
 def test_wilson_interval_on_no_samples_is_everything():
     assert wilson_interval(0.7, 0) == (0.0, 1.0)
 
-
-def test_default_limit_is_the_engines():
-    assert DEFAULT_MAX_CLEAN_DROP == FinetuneConfig().max_clean_drop

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 # The intervals module is plain Python: importing it does not load torch.
+from core.robust.finetune_config import FinetuneConfig
 from core.robust.intervals import Z_95, wilson_half_width, wilson_interval
 
 __all__ = [
@@ -24,9 +25,7 @@ __all__ = [
 
 Verdict = Literal["improved", "clean_dropped", "not_improved"]
 VERDICTS: tuple[Verdict, ...] = ("improved", "clean_dropped", "not_improved")
-# FinetuneConfig.max_clean_drop's default (core.robust cannot be imported here: it loads torch);
-# tests/test_verdict.py checks that the two agree.
-DEFAULT_MAX_CLEAN_DROP = 0.03
+DEFAULT_MAX_CLEAN_DROP: float = FinetuneConfig.max_clean_drop  # the engine's own default
 
 
 def robust_noise(before: Mapping[str, Any], after: Mapping[str, Any]) -> float:
