@@ -321,7 +321,7 @@ def apgd(
         per_example: AttackLoss = (
             dlr_loss if loss == "dlr" and clean_logits.shape[1] >= 3 else cross_entropy_per_example
         )
-        return [lambda rows: per_example] * restarts
+        return [lambda _rows: per_example] * restarts
 
     return _strongest_of_runs(
         model, x, labels, threat, steps=steps, losses_for=losses_for, generator=generator

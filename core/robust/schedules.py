@@ -70,7 +70,7 @@ def slow_start_fast_decay(
 
 
 def constant(*, peak_lr: float) -> Schedule:
-    return lambda step: peak_lr
+    return lambda _step: peak_lr
 
 
 def piecewise(

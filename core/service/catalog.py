@@ -12,9 +12,9 @@ import binascii
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from core.robust.datasets.catalog import BUILTIN_DATASETS, BuiltinDataset
@@ -94,19 +94,24 @@ def list_models(session: Session, owner_id: str, *, limit: int, cursor: str | No
     return keyset_page(session, statement, Model.id, limit=limit, cursor=cursor)
 
 
-def _active_jobs(session: Session, *condition: Any) -> list[str]:
+def _active_jobs(session: Session, *condition: ColumnElement[bool]) -> list[str]:
     statement = select(Job.id).where(Job.status.in_(ACTIVE_STATUSES), *condition).limit(5)
     return list(session.scalars(statement))
 
 
 def _delete_unless_used(
-    session: Session, store: ArtifactStore, row: Model | Dataset, *, used_by: Any, prefix: str
+    session: Session,
+    store: ArtifactStore,
+    row: Model | Dataset,
+    *,
+    what: str,
+    used_by: ColumnElement[bool],
+    prefix: str,
 ) -> None:
-    """Delete `row`, then its files under `prefix`; Conflict while a queued or running job
-    matching `used_by` needs it."""
+    """Delete `row` (a `what`), then its files under `prefix`; Conflict while a queued or
+    running job matching `used_by` needs it."""
     active = _active_jobs(session, used_by)
     if active:
-        what = "model" if isinstance(row, Model) else "dataset"
         raise Conflict(
             f"{what} {row.id} is used by unfinished jobs ({', '.join(active)}); "
             "cancel them or wait for them to end"
@@ -120,8 +125,9 @@ def delete_model(session: Session, store: ArtifactStore, owner_id: str, model_id
     """Delete the row, then its file; Conflict while a queued or running job uses it."""
     model = get_model(session, owner_id, model_id)
     _delete_unless_used(
-        session, store, model, used_by=Job.model_id == model_id, prefix=model_prefix(model_id)
-    )
+        session, store, model, what="model", used_by=Job.model_id == model_id,
+        prefix=model_prefix(model_id),
+    )  # fmt: skip
 
 
 def model_prefix(model_id: str) -> str:
@@ -184,8 +190,9 @@ def delete_dataset(session: Session, store: ArtifactStore, owner_id: str, datase
     if isinstance(entry, BuiltinDataset):
         raise Conflict(f"{dataset_id} is a builtin dataset and cannot be deleted")
     _delete_unless_used(
-        session, store, entry, used_by=Job.dataset == dataset_id, prefix=dataset_prefix(dataset_id)
-    )
+        session, store, entry, what="dataset", used_by=Job.dataset == dataset_id,
+        prefix=dataset_prefix(dataset_id),
+    )  # fmt: skip
 
 
 def dataset_prefix(dataset_id: str) -> str:

@@ -19,7 +19,6 @@ from core.robust.errors import InvalidConfig, ModelLoadError
 
 TORCHVISION_PREFIX = "torchvision:"
 TIMM_PREFIX = "timm:"
-BUILTIN_PREFIX = "builtin:"
 
 Builder = Callable[[tuple[int, int, int], int], nn.Module]
 

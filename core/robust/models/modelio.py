@@ -109,7 +109,7 @@ def model_from_module(
     return model
 
 
-def write_net(net: nn.Module, target: Path, *, format: ModelFormat) -> None:
+def _write_net(net: nn.Module, target: Path, *, format: ModelFormat) -> None:
     """Write `net` so that the same weights always give the same bytes (and sha256).
 
     torch names an archive's top folder after the file it writes to (here a random temp
@@ -142,7 +142,7 @@ def save_model(model: RobustModel, path: PathLike, *, format: ModelFormat | None
     os.close(handle)
     temp = Path(temp_name)
     try:
-        write_net(model.net, temp, format=chosen)
+        _write_net(model.net, temp, format=chosen)
         with temp.open("rb+") as written:
             os.fsync(written.fileno())
         os.replace(temp, target)

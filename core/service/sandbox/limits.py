@@ -15,7 +15,7 @@ def limit_self(*, memory_bytes: int | None, cpu_seconds: float | None) -> None:
     before touching the user's file: CUDA builds of torch map gigabytes of address space for
     their libraries alone, which a plain RLIMIT_AS of a few GiB would refuse."""
     if memory_bytes is not None:
-        baseline = address_space_bytes()
+        baseline = _address_space_bytes()
         if baseline is not None:
             _set_limit(resource.RLIMIT_AS, baseline + memory_bytes)
     if cpu_seconds is not None:
@@ -25,7 +25,7 @@ def limit_self(*, memory_bytes: int | None, cpu_seconds: float | None) -> None:
     _set_limit(resource.RLIMIT_CORE, 0)
 
 
-def address_space_bytes() -> int | None:
+def _address_space_bytes() -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmSize:"):
