@@ -12,11 +12,15 @@ from pathlib import Path
 
 from core.robust.datasets.catalog import BUILTIN_DATASETS, MAX_CLASSES, BuiltinDataset
 from core.robust.datasets.digits import load_digits, load_digits32
-from core.robust.datasets.imagefolder import load_image_folder_archive
+from core.robust.datasets.imagefolder import (
+    DEFAULT_STREAM_THRESHOLD_BYTES,
+    load_image_folder_archive,
+)
 from core.robust.datasets.npz import load_npz_dataset
 from core.robust.datasets.splits import (
     DatasetSplits,
     ImageDataset,
+    TrainingImages,
     check_label_range,
     split_every_fifth,
     validation_holdout_size,
@@ -31,6 +35,7 @@ __all__ = [
     "BuiltinDataset",
     "DatasetSplits",
     "ImageDataset",
+    "TrainingImages",
     "check_label_range",
     "load_dataset",
     "load_digits",
@@ -47,6 +52,8 @@ def load_dataset(
     data_dir: str | Path | None = None,
     allow_download: bool = False,
     image_size: tuple[int, int] | None = None,
+    stream_threshold_bytes: int = DEFAULT_STREAM_THRESHOLD_BYTES,
+    stream_workers: int = 0,
 ) -> DatasetSplits:
     """Load a dataset by name or path.
 
@@ -55,7 +62,9 @@ def load_dataset(
       there only when `allow_download` is true.
     - a path to `.npz` (keys `x`, `y`, optional `x_test`, `y_test`).
     - a path to an ImageFolder archive (`.zip`, `.tar.gz`, `.tgz`): one folder per class;
-      images resized to `image_size` (H, W) when given, else all must share one size.
+      images resized to `image_size` (H, W) when given, else all must share one size. A split
+      whose decoded pixels would pass `stream_threshold_bytes` is streamed from the extracted
+      files, decoded by `stream_workers` DataLoader processes (0: in this one).
     """
     text = str(source)
     if text == "builtin:digits":
@@ -73,7 +82,12 @@ def load_dataset(
     if name.endswith(".npz"):
         return load_npz_dataset(path)
     if name.endswith((".zip", ".tar.gz", ".tgz", ".tar")):
-        return load_image_folder_archive(path, image_size=image_size)
+        return load_image_folder_archive(
+            path,
+            image_size=image_size,
+            stream_threshold_bytes=stream_threshold_bytes,
+            stream_workers=stream_workers,
+        )
     raise DatasetError(
         f"unsupported dataset file {path.name!r}: "
         "expected .npz, .zip or .tar.gz, or a builtin: name"

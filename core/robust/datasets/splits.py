@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -19,11 +20,35 @@ __all__ = [
     "VALIDATION_MIN_IMAGES",
     "DatasetSplits",
     "ImageDataset",
+    "TrainingImages",
     "check_label_range",
     "split_every_fifth",
     "validation_holdout_size",
     "with_validation",
 ]
+
+
+class TrainingImages(Protocol):
+    """What the engine asks of a split: held in memory (ImageDataset) or read from disk as it
+    goes (core.robust.datasets.streamed.StreamedImageDataset). Batches are float32 in [0,1]."""
+
+    @property
+    def labels(self) -> torch.Tensor: ...
+
+    def __len__(self) -> int: ...
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]: ...
+
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def tensors(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def batches(
+        self, batch_size: int, *, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def subset(self, indices: torch.Tensor) -> TrainingImages: ...
 
 
 class ImageDataset:
@@ -81,17 +106,22 @@ class ImageDataset:
         return ImageDataset(self.images[indices], self.labels[indices])
 
 
+# What a loader's splits are: ImageDataset for the in-memory loaders (digits, .npz, torchvision),
+# TrainingImages where a split may be streamed (ImageFolder archives).
+Images = TypeVar("Images", bound=TrainingImages)
+
+
 @dataclass(frozen=True)
-class DatasetSplits:
+class DatasetSplits(Generic[Images]):
     """A train and a test split of the same images, and what they are."""
 
     name: str
-    train: ImageDataset
-    test: ImageDataset
+    train: Images
+    test: Images
     num_classes: int
     # The upload's own validation split (`x_val`/`y_val`, an archive's `val/` beside `test/`),
     # or the holdout `with_validation` takes from train; None until then.
-    val: ImageDataset | None = None
+    val: Images | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_classes <= MAX_CLASSES:
