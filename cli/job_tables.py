@@ -158,6 +158,9 @@ def job_details(job: Job, *, report_url: str) -> Table:
         how = "chosen by the probe" if metrics.lr_probe else "as asked"
         optimizer = f", {metrics.optimizer}" if metrics.optimizer else ""
         rows.append(("peak lr", f"{metrics.peak_lr:.3g} ({how}{optimizer})"))
+    if metrics.augmentation is not None:
+        chosen = "as asked" if job.hyperparameters.get("augmentation") else "auto, by the data"
+        rows.append(("augmentation", f"{metrics.augmentation} ({chosen})"))
     for decision in metrics.guards:
         rows.append(("guard", Text(str(decision.get("message", "")), style="yellow")))
     if metrics.interpolation is not None:

@@ -4,7 +4,7 @@ are; those left out get the service's defaults (the paper's)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -113,5 +113,20 @@ class TrainingOptions:
         ),
     ] = None
 
+    augmentation: Annotated[
+        Literal["auto", "none", "standard", "imagenet"],
+        typer.Option(
+            help="Applied to each training batch: standard = a crop of the image padded by 4 "
+            "pixels and a left-right flip (small natural images), imagenet = a random resized "
+            "crop and a flip; auto (default): chosen by the data (never flipping digits: none "
+            "for them and images under 16 pixels, standard up to 64, imagenet above).",
+            rich_help_panel=TRAINING,
+        ),
+    ] = "auto"
+
     def hyperparameters(self) -> Hyperparameters:
-        return Hyperparameters(**asdict(self))
+        values = asdict(self)
+        # auto is the server's choice: the request leaves the field out.
+        if values["augmentation"] == "auto":
+            values["augmentation"] = None
+        return Hyperparameters(**values)

@@ -36,6 +36,11 @@ class JobMetrics(BaseModel):
     optimizer: str | None = Field(
         None, description='harden jobs: the one trained with, "sgd" or "adamw" ("auto" resolved)'
     )
+    augmentation: str | None = Field(
+        None,
+        description='harden jobs: the one trained with, "none", "standard" or "imagenet" '
+        '("auto" resolved by the data)',
+    )
     lr_probe: dict[str, Any] | None = Field(
         None,
         description="the learning-rate probe (peak_lr null): each rate tried with its validation "

@@ -20,6 +20,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from api.schemas.common import ID_PATTERN, Request
+from core.robust.augmentation_choice import AUGMENTATIONS
 from core.robust.finetune_config import ATTACKS, LOSSES, FinetuneConfig
 from core.robust.optimizer_rates import OPTIMIZERS
 from core.robust.schedules import DECAYS, SCHEDULES
@@ -106,6 +107,16 @@ class HyperparametersIn(Request):
         "back the most robust mix of the best epoch's weights with the uploaded ones that keeps "
         "it, found by a bisection of 4 validations along the line between them; false: the "
         "best epoch's weights, clean accuracy lost",
+    )
+    augmentation: Literal[AUGMENTATIONS] | None = Field(  # type: ignore[valid-type]
+        None,
+        description="applied to each training batch, on the GPU where there is one: none; "
+        "standard = a random crop of the image zero-padded by 4 pixels and a left-right flip "
+        "(small natural images); imagenet = a random resized crop (35-100% of the area, "
+        "aspect 3/4 to 4/3) back to the input size and a left-right flip. null (auto): by the "
+        "data, never flipping digits: none for the builtin digit sets (digits, digits32, mnist, "
+        "svhn) and images under 16 pixels a side, standard up to 64, imagenet above; the "
+        "choice made is in the job's metrics and manifest",
     )
     validation_fraction: float = Field(
         VALIDATION_FRACTION,

@@ -55,6 +55,8 @@ class JobMetrics(ApiObject):
     validation: dict[str, Any] | None = None  # {"source": "train_holdout" | "uploaded", "size": N}
     peak_lr: float | None = None  # the rate trained at: the one asked for, or the probe's choice
     optimizer: str | None = None  # the one trained with: "sgd" or "adamw" ("auto" resolved)
+    # The one trained with: "none", "standard" or "imagenet" (the data's choice for None)
+    augmentation: str | None = None
     lr_probe: dict[str, Any] | None = None  # the probe's rates, scores, choice and cost
     guards: list[dict[str, Any]] = field(default_factory=list)  # a step back, a stop
     # When no epoch kept clean accuracy: the mix of the best epoch's weights with the uploaded

@@ -44,6 +44,9 @@ class Hyperparameters(JobOptions):
     # When no epoch keeps clean accuracy: hand back a mix of the best epoch's weights with the
     # uploaded ones that does
     weight_interpolation: bool | None = None
+    # none, standard (4-pixel padded crop and flip) or imagenet (resized crop and flip); None:
+    # the server's choice by the data (never flipping digits)
+    augmentation: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

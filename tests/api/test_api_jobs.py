@@ -30,10 +30,12 @@ def test_job_is_created_with_defaults_filled_and_enqueued(
     assert response.status_code == 202, response.text
     job = response.json()
     assert job["status"] == "queued" and job["attempts"] == 0
-    # The engine's defaults, and the one knob of the data split that is the job's own.
+    # The engine's defaults, the one knob of the data split that is the job's own, and the
+    # augmentation left to the data (null: "auto", resolved where the run starts).
     engine_defaults = {
         **dataclasses.asdict(FinetuneConfig()),
         "validation_fraction": jobconfig.VALIDATION_FRACTION,
+        "augmentation": None,
     }
     for name, value in job["hyperparameters"].items():
         assert value == engine_defaults[name], name
@@ -41,8 +43,8 @@ def test_job_is_created_with_defaults_filled_and_enqueued(
     assert job["evaluation"]["max_samples"] == jobconfig.EvaluationSettings().max_samples
     assert job["metrics"] == {
         "before": None, "after": None, "epochs": [], "best_epoch": None, "verdict": None,
-        "validation": None, "peak_lr": None, "optimizer": None, "lr_probe": None, "guards": [],
-        "interpolation": None,
+        "validation": None, "peak_lr": None, "optimizer": None, "augmentation": None,
+        "lr_probe": None, "guards": [], "interpolation": None,
     }  # fmt: skip
     with context.sessions() as session:
         stored = session.get(Job, job["id"])
@@ -67,6 +69,8 @@ def test_job_is_created_with_defaults_filled_and_enqueued(
         ("hyperparameters", {"decay_gamma": 1.0}, "hyperparameters.decay_gamma"),
         ("hyperparameters", {"schedule": "bogus"}, "hyperparameters.schedule"),
         ("hyperparameters", {"optimizer": "lamb"}, "hyperparameters.optimizer"),
+        ("hyperparameters", {"augmentation": "cutmix"}, "hyperparameters.augmentation"),
+        ("hyperparameters", {"augmentation": "auto"}, "hyperparameters.augmentation"),
         ("hyperparameters", {"epoch": 3}, "hyperparameters.epoch"),
         ("hyperparameters", {"validation_fraction": 0}, "hyperparameters.validation_fraction"),
         ("hyperparameters", {"max_clean_drop": -0.1}, "hyperparameters.max_clean_drop"),
@@ -127,6 +131,50 @@ def test_each_evaluation_preset_is_accepted_and_stored(
     config = stored_config(context, response.json()["id"])
     assert jobconfig.evaluation_settings(config).attack == attack
     assert "autoattack" not in config["evaluation"]
+
+
+@pytest.mark.parametrize("augmentation", ["none", "standard", "imagenet"])
+def test_each_augmentation_is_accepted_and_stored(
+    client: TestClient,
+    headers: dict[str, str],
+    context: ServiceContext,
+    stored_model: dict[str, Any],
+    augmentation: str,
+):
+    body = job_body(stored_model["id"], hyperparameters={"augmentation": augmentation})
+    response = client.post("/v1/jobs", headers=headers, json=body)
+
+    assert response.status_code == 202, response.text
+    assert response.json()["hyperparameters"]["augmentation"] == augmentation
+    config = stored_config(context, response.json()["id"])
+    # Asked for, it is what the run uses whatever the data.
+    resolved = jobconfig.finetune_config(config, dataset="ds_x", input_shape=(3, 224, 224))
+    assert resolved.augmentation == augmentation
+
+
+def test_augmentation_left_out_is_resolved_by_the_data_where_the_run_starts(
+    client: TestClient,
+    headers: dict[str, str],
+    context: ServiceContext,
+    stored_model: dict[str, Any],
+):
+    response = client.post("/v1/jobs", headers=headers, json=job_body(stored_model["id"]))
+
+    assert response.status_code == 202, response.text
+    config = stored_config(context, response.json()["id"])
+    assert config["hyperparameters"]["augmentation"] is None
+    choices = {
+        (dataset, shape): jobconfig.finetune_config(
+            config, dataset=dataset, input_shape=shape
+        ).augmentation
+        for dataset, shape in [
+            ("builtin:digits", (1, 8, 8)),
+            ("builtin:digits32", (3, 32, 32)),
+            ("ds_a", (3, 32, 32)),
+            ("ds_b", (3, 224, 224)),
+        ]
+    }
+    assert list(choices.values()) == ["none", "none", "standard", "imagenet"]
 
 
 def test_the_default_evaluation_preset_is_the_standard_ensemble(

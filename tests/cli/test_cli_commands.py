@@ -115,6 +115,8 @@ def test_jobs_list_and_show_the_finished_job(
     assert re.search(r"status\s+succeeded", shown.stdout)
     assert re.search(r"hardened model\s+mdl_", shown.stdout)
     assert "PGD-10 (eps 0.2)" in shown.stdout
+    # Left to the data, the digits got none (a mirrored digit is no digit).
+    assert re.search(r"augmentation\s+none \(auto, by the data\)", shown.stdout), shown.stdout
 
 
 def test_jobs_cancel_stops_a_running_job(running_service: RunningService, model_id: str) -> None:
@@ -149,6 +151,24 @@ def test_harden_no_weight_interpolation_reaches_the_jobs_hyperparameters(
     with running_service.client() as client:
         job = client.jobs.get(job_id)
     assert job.hyperparameters["weight_interpolation"] is False
+
+
+def test_harden_augmentation_reaches_the_jobs_hyperparameters(
+    running_service: RunningService, model_id: str
+) -> None:
+    created = running_service.run(
+        "harden", model_id, "--epochs", "200", "--epsilon", "0.2", "--max-samples", "50",
+        "--augmentation", "imagenet",
+    )  # fmt: skip
+    assert created.returncode == 0, output_of(created)
+    job_id = created.stdout.strip().splitlines()[-1]
+    running_service.run("jobs", "cancel", job_id)  # only its stored config is of interest
+    refused = running_service.run("harden", model_id, "--augmentation", "cutmix")
+
+    with running_service.client() as client:
+        job = client.jobs.get(job_id)
+    assert job.hyperparameters["augmentation"] == "imagenet"
+    assert refused.returncode == 2 and "cutmix" in refused.stderr, output_of(refused)
 
 
 def test_a_run_that_lost_clean_accuracy_shows_the_mix_handed_back(

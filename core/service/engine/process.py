@@ -131,7 +131,12 @@ class EngineJob:
         from core.robust import adversarial_finetune, load_checkpoint, save_model
         from core.service.jobs.jobconfig import finetune_config
 
-        config = finetune_config(self.request["config"])
+        # Augmentation "auto" (null) becomes the data's default here, where its shape is known.
+        config = finetune_config(
+            self.request["config"],
+            dataset=self.request["dataset"]["name"],
+            input_shape=data.input_shape,
+        )
         resume = load_checkpoint(RESUME_FILE) if self.request["resume"] else None
         probing = config.peak_lr is None and resume is None
         self.channel.ask(PhaseStarted(phase="probing_lr" if probing else "training"))
@@ -159,6 +164,7 @@ class EngineJob:
                 dataset=self.data_facts,
                 model=RESULT_MODEL,
                 after=AFTER_REPORT,
+                augmentation=config.augmentation,
                 **facts,
             )
         )

@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from core.robust.augmentation_choice import Augmentation
+
 # The request the parent stages in the job folder, and the files it stages beside it.
 REQUEST_FILE = "request.json"
 MODEL_FILE = "model.input"
@@ -207,6 +209,8 @@ class Finished(_Strict):
     peak_lr: Annotated[float, Field(gt=0.0, le=1e3)] | None = None  # the rate trained at
     # The one trained with ("auto" resolved).
     optimizer: Annotated[str, Field(pattern="^(sgd|adamw)$")] | None = None
+    # The one trained with ("auto" resolved by the data).
+    augmentation: Augmentation | None = None
     stopped_early: bool = False  # the guards ended training before its last epoch
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from core.robust.attack_presets import ATTACK_PRESETS
+from core.robust.augmentation_choice import default_augmentation
 from core.robust.errors import InvalidConfig
 from core.robust.finetune_config import FinetuneConfig
 from core.robust.threat import ThreatModel
@@ -56,12 +58,24 @@ VALIDATION_FRACTION = 0.1
 _DATA_KNOBS = ("validation_fraction",)
 
 
-def finetune_config(config: dict[str, Any]) -> FinetuneConfig:
+def finetune_config(
+    config: dict[str, Any],
+    *,
+    dataset: str | None = None,
+    input_shape: Sequence[int] | None = None,
+) -> FinetuneConfig:
+    """The engine's config of a job's. Augmentation null ("auto") is resolved by the job's
+    `dataset` (builtin:<name> or ds_ id) and its images' `input_shape` where they are given,
+    as the engine process does before training; without them (the API's check of the knobs,
+    the evaluation's budget) it stays at the engine's "none", which trains no differently in
+    cost."""
     hyper = {
         key: value
         for key, value in config["hyperparameters"].items()
         if value is not None and key not in _DATA_KNOBS
     }
+    if "augmentation" not in hyper and dataset is not None and input_shape is not None:
+        hyper["augmentation"] = default_augmentation(dataset=dataset, input_shape=input_shape)
     return FinetuneConfig(seed=config["seed"], **hyper)
 
 

@@ -35,6 +35,8 @@ def build_manifest(
         # as peak_lr reproduces the run without probing.
         "peak_lr": finished.peak_lr,
         "optimizer": finished.optimizer,
+        # The augmentation trained with: the config's, or the data's default for null ("auto").
+        "augmentation": finished.augmentation,
         # The mix with the starting weights handed back when no epoch kept clean accuracy (a
         # fraction None: the best epoch's weights stayed); None: no search was made.
         "interpolation": _interpolation_manifest(job),
