@@ -44,6 +44,7 @@ from core.robust.lr_probe import LrProbe
 from core.robust.measure import accuracy, default_device, evaluation_subset
 from core.robust.models.robust_model import copy_model
 from core.robust.optimizers import resolve_optimizer
+from core.robust.precision import cudnn_benchmark, release_model
 from core.robust.threat import ThreatModel
 
 __all__ = [
@@ -136,10 +137,11 @@ def adversarial_finetune(
             run.guard.start_loss, run.guard.num_classes = start_loss(
                 working, train, threat, config, device=target
             )
-    stopped = _train_epochs(
-        run, val_subset,
-        on_epoch=on_epoch, on_batch=on_batch, on_decision=on_decision, should_stop=should_stop,
-    )  # fmt: skip
+    with cudnn_benchmark(run.speed):
+        stopped = _train_epochs(
+            run, val_subset,
+            on_epoch=on_epoch, on_batch=on_batch, on_decision=on_decision, should_stop=should_stop,
+        )  # fmt: skip
     return _finish(run, val_subset, stopped=stopped, on_decision=on_decision)
 
 
@@ -195,6 +197,7 @@ def _finish(
         interpolation = _interpolate_toward_start(run, val_subset)
         if on_decision is not None:
             on_decision(interpolation)
+    release_model(run.model)  # channels_last weights back to the default layout
     run.model.eval()
     return FinetuneResult(
         model=run.model,

@@ -6,6 +6,7 @@ Torch-free, so the API can validate and document a job without importing the eng
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from core.robust.augmentation_choice import AUGMENTATIONS, Augmentation
 from core.robust.errors import InvalidConfig
@@ -14,6 +15,8 @@ from core.robust.schedules import ScheduleConfig
 
 LOSSES = ("pgd", "trades")
 ATTACKS = ("pgd", "fgsm")
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,14 @@ class FinetuneConfig:
     # engine's default is none, so a config without it trains as before; the service resolves
     # a job's "auto" by its data (core.robust.augmentation_choice.default_augmentation).
     augmentation: Augmentation = "none"
+    # The training step's speed (core.robust.precision): "auto" precision is bf16 on a CUDA
+    # device that has it, else fp16 with a GradScaler, and fp32 on the CPU; channels_last (None:
+    # with CUDA) and cudnn_benchmark (None: with CUDA); compile: torch.compile for training.
+    # Validation and evaluation stay fp32 whatever these say.
+    precision: Precision = "auto"
+    channels_last: bool | None = None
+    cudnn_benchmark: bool | None = None
+    compile: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -71,6 +82,10 @@ class FinetuneConfig:
         if self.augmentation not in AUGMENTATIONS:
             raise InvalidConfig(
                 f"augmentation must be one of {', '.join(AUGMENTATIONS)}, got {self.augmentation!r}"
+            )
+        if self.precision not in PRECISIONS:
+            raise InvalidConfig(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
             )
         if self.optimizer not in OPTIMIZERS:
             raise InvalidConfig(

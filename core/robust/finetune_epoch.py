@@ -15,6 +15,7 @@ from core.robust.datasets.splits import ImageDataset
 from core.robust.errors import TrainingDiverged
 from core.robust.finetune_results import EpochMetrics, OnBatch, OnDecision
 from core.robust.finetune_run import FinetuneRun, cpu_copy
+from core.robust.precision import autocast, backward_and_step, prepare_inputs
 
 
 @dataclass(frozen=True)
@@ -48,13 +49,15 @@ def train_one_epoch(
         x, labels = x.to(run.device), labels.to(run.device)
         if augment is not None:  # on the device: on a GPU the crops cost next to nothing
             x = augment(x, run.augment_generator)
+        x = prepare_inputs(x, run.speed)
         lr = run.lr_at(run.step)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
         step_threat = training_threat(run.threat, config, run.epsilon_at(run.step))
-        loss, adv_logits = step_loss(
-            model, x, labels, step_threat, config, generator=run.noise_generator
-        )
+        with autocast(run.speed):  # the attack and the loss; the backward runs outside
+            loss, adv_logits = step_loss(
+                run.training_model, x, labels, step_threat, config, generator=run.noise_generator
+            )
         run.gradient_passes += passes_per_step(config, step_threat)
         value = loss.item()
         if _guarded(run, value, lr=lr, on_decision=on_decision):
@@ -62,10 +65,11 @@ def train_one_epoch(
                 break
             continue  # this batch's update would come from weights that are gone
         run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.optimizer.step()
+        # False: fp16's GradScaler skipped the step (inf in the scaled gradients). The loss the
+        # guards saw was finite: the weights did not move, and they are still those restored.
+        if backward_and_step(loss, run.optimizer, run.grad_scaler):
+            run.steps_since_restore += 1
         run.step += 1
-        run.steps_since_restore += 1
         loss_sum += value * len(labels)
         robust_correct += int((adv_logits.argmax(1) == labels).sum())
         seen += len(labels)

@@ -26,6 +26,7 @@ from core.robust.guards import (
 from core.robust.lr_probe import LrProbe, ProbeTrial
 from core.robust.measure import clean_and_robust
 from core.robust.optimizers import make_optimizer
+from core.robust.precision import make_grad_scaler, prepare_model, resolve_speed
 from core.robust.schedules import make_schedule
 from core.robust.threat import ThreatModel
 
@@ -67,6 +68,17 @@ class FinetuneRun:
             total_steps=self.total_steps,
             steps_per_epoch=self.steps_per_epoch,
         )
+        self.speed = resolve_speed(
+            device,
+            precision=config.precision,
+            channels_last=config.channels_last,
+            cudnn_benchmark=config.cudnn_benchmark,
+            compile=config.compile,
+        )
+        # What the training step calls: the model, or its compiled wrapper over the same weights
+        # (checkpoints and the result use self.model: no `_orig_mod.` in their keys).
+        self.training_model = prepare_model(model, self.speed)
+        self.grad_scaler = make_grad_scaler(self.speed)  # fp16 only
         self.optimizer_name = optimizer
         self.optimizer = make_optimizer(
             optimizer,
@@ -205,6 +217,7 @@ class FinetuneRun:
                 "gradient_passes": self.gradient_passes,
                 "train_seconds": self.train_seconds,
             },
+            "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "peak_lr": self.peak_lr,
             "lr_probe": asdict(self.lr_probe) if self.lr_probe is not None else None,
             "guards": {
@@ -226,6 +239,8 @@ class FinetuneRun:
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
+        if self.grad_scaler is not None and checkpoint.get("grad_scaler"):
+            self.grad_scaler.load_state_dict(checkpoint["grad_scaler"])
         self.epoch, self.step = checkpoint["epoch"], checkpoint["step"]
         best = checkpoint["best"]
         self.best_epoch, self.best_robust_accuracy = best["epoch"], best["robust_accuracy"]

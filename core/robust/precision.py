@@ -18,7 +18,7 @@ from torch import nn
 
 from core.robust.errors import InvalidConfig
 
-# Lives in finetune_config (torch-free) too; repeated here so this module stands alone.
+# The names are FinetuneConfig's (finetune_config.PRECISIONS: "auto" resolves to one of these).
 PRECISION_DTYPES: dict[str, torch.dtype | None] = {
     "fp32": None,
     "bf16": torch.bfloat16,
