@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 from api.queue import JobQueue
 from core.service.auth import authenticate
 from core.service.catalog import MAX_PAGE
-from core.service.config import Settings
 from core.service.context import ServiceContext
 from core.service.sandbox.validation import FileChecker
 from core.service.tables import Owner
@@ -33,10 +32,6 @@ def get_queue(request: Request) -> JobQueue:
     return queue
 
 
-def get_settings(request: Request) -> Settings:
-    return get_context(request).settings
-
-
 def get_file_checker(request: Request) -> FileChecker:
     """The upload checker the app's startup made (its warm sandboxed children)."""
     checker: FileChecker = request.app.state.file_checker
@@ -45,7 +40,6 @@ def get_file_checker(request: Request) -> FileChecker:
 
 ContextDep = Annotated[ServiceContext, Depends(get_context)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 FileCheckerDep = Annotated[FileChecker, Depends(get_file_checker)]
 
 

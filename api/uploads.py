@@ -5,8 +5,8 @@ chunk by chunk as it arrives: never held whole in memory, never spooled elsewher
 limit is enforced on the bytes actually received, so a chunked body without a Content-Length
 (or one that lies about it) is cut off just the same.
 
-Then the stored file is checked (in a child process, by the route's check) and registered;
-a refused upload leaves nothing behind. Downloads are api.downloads'.
+The stored file is then checked and registered by api.registration; downloads are
+api.downloads'.
 """
 
 from __future__ import annotations
@@ -15,25 +15,18 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, TypeVar
+from pathlib import PurePosixPath, PureWindowsPath
+from typing import Any
 
 from fastapi import Request
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError
 from api.schemas import ErrorBody
 from api.slots import OwnerSlots
-from core.service import catalog
-from core.service.context import ServiceContext
 from core.service.errors import InvalidRequest, TooLarge
 from core.service.storage import ArtifactStore, StoredArtifact
-from core.service.tables import Base
-
-Checked = TypeVar("Checked")
-Row = TypeVar("Row", bound=Base)
 
 FILE_FIELD = "file"
 MAX_FIELD_BYTES = 16 * 1024
@@ -295,43 +288,3 @@ async def receive_upload(
     except TooLarge as exc:
         raise TooLarge(exc.message, field=FILE_FIELD) from exc
     return ReceivedUpload(artifact=artifact, filename=filename, fields=state.fields)
-
-
-async def store_checked_upload(
-    request: Request,
-    context: ServiceContext,
-    *,
-    owner_id: str,
-    prefix: str,
-    key_for: Callable[[str], str],
-    max_bytes: int,
-    check: Callable[[ReceivedUpload, Path], Checked],
-    row_of: Callable[[ReceivedUpload, Checked], Row],
-) -> Row:
-    """Receive the upload into the store at `key_for(filename)` (inside `prefix`) while holding
-    one of the owner's upload slots, run `check` on a local copy of it in a thread, and insert
-    the row that `row_of` builds. Whatever fails on the way (a refusal, a disconnect) removes
-    everything under `prefix` again."""
-    try:
-        with request.app.state.upload_slots.take(owner_id):
-            upload = await receive_upload(
-                request,
-                context.store,
-                key_for=key_for,
-                max_bytes=max_bytes,
-                idle_timeout_seconds=context.settings.upload_idle_timeout_seconds,
-            )
-            checked = await run_in_threadpool(_check_stored, context.store, upload, check)
-        row = row_of(upload, checked)
-        await run_in_threadpool(catalog.insert_row, context.sessions, row)
-    except BaseException:
-        context.store.delete_prefix(prefix)
-        raise
-    return row
-
-
-def _check_stored(
-    store: ArtifactStore, upload: ReceivedUpload, check: Callable[[ReceivedUpload, Path], Checked]
-) -> Checked:
-    with store.local_copy(upload.artifact.key) as path:
-        return check(upload, path)

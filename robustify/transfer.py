@@ -15,7 +15,6 @@ from robustify.errors import ChecksumMismatch
 # on_progress(bytes done, bytes in all or None when the server did not say)
 ProgressCallback = Callable[[int, int | None], None]
 
-DOWNLOAD_CHUNK = 256 * 1024
 STRONG_SHA256_ETAG = re.compile(r'^"([0-9a-f]{64})"$')
 
 

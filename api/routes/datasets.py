@@ -9,13 +9,13 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from api.deps import ContextDep, CursorQuery, FileCheckerDep, LimitQuery, OwnerDep, SessionDep
+from api.registration import store_checked_upload
 from api.schemas import ID_PATTERN, DatasetOut, Page
 from api.uploads import (
     FILE_FIELD,
     UPLOAD_RESPONSES,
     ReceivedUpload,
     clean_text,
-    store_checked_upload,
     upload_request_body,
 )
 from core.service import catalog

@@ -12,12 +12,12 @@ from fastapi.responses import Response
 
 from api.deps import ContextDep, CursorQuery, FileCheckerDep, LimitQuery, OwnerDep, SessionDep
 from api.downloads import artifact_download
+from api.registration import store_checked_upload
 from api.schemas import ID_PATTERN, ModelOut, Page
 from api.uploads import (
     UPLOAD_RESPONSES,
     ReceivedUpload,
     clean_text,
-    store_checked_upload,
     upload_request_body,
 )
 from core.robust.datasets.catalog import MAX_CLASSES
@@ -93,6 +93,7 @@ async def upload_model(
         max_bytes=context.settings.max_model_bytes,
         check=check,
         row_of=row_of,
+        check_fields=lambda upload: _declaration(upload.fields),
     )
     return ModelOut.of(row)
 
