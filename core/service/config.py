@@ -63,6 +63,14 @@ class Settings(BaseSettings):
     # Celery: hard time limit < visibility timeout (a message is never redelivered mid-run).
     task_time_limit_seconds: int = Field(default=24 * 3600, ge=60)
     worker_device: str | None = None  # e.g. "cuda:0"; default: cuda if available, else cpu
+    # Uploaded ImageFolder archives, extracted once per sha256 and reused by later jobs (default:
+    # <data_dir>/dataset-cache); the least recently used entries go past the size bound.
+    dataset_cache_dir: Path | None = None
+    dataset_cache_max_bytes: int = Field(default=50 * 1024**3, ge=0)
+    # A split whose decoded pixels pass this is streamed from the cached files, decoded by this
+    # many DataLoader processes in the job's sandbox, instead of held in memory.
+    dataset_stream_threshold_bytes: int = Field(default=512 * 1024**2, ge=1)
+    dataset_stream_workers: int = Field(default=2, ge=0, le=64)
     # CPU threads torch uses in a job (default: torch's own choice). A resumed job ends with the
     # same weights as an uninterrupted one only when both ran with the same number of threads.
     torch_threads: int | None = Field(default=None, ge=1)
@@ -90,6 +98,10 @@ class Settings(BaseSettings):
     @property
     def resolved_datasets_dir(self) -> Path:
         return (self.datasets_dir or self.data_dir / "datasets").resolve()
+
+    @property
+    def resolved_dataset_cache_dir(self) -> Path:
+        return (self.dataset_cache_dir or self.data_dir / "dataset-cache").resolve()
 
     @property
     def visibility_timeout_seconds(self) -> int:

@@ -240,13 +240,23 @@ class EngineJob:
 
     def _load_data(self) -> Any:
         from core.robust import DatasetError, load_dataset
+        from core.robust.datasets.imagefolder import load_image_folder
 
         source = self.request["dataset"]
-        data = load_dataset(
-            source["file"] or source["name"],
-            data_dir=source["data_dir"],
-            allow_download=source["allow_download"],
-        )
+        streaming = {
+            "stream_threshold_bytes": source["stream_threshold_bytes"],
+            "stream_workers": source["stream_workers"],
+        }
+        if source["folder"] is not None:
+            # An ImageFolder archive the worker extracted once into its cache (read-only here).
+            data = load_image_folder(Path(source["folder"]), name=source["name"], **streaming)
+        else:
+            data = load_dataset(
+                source["file"] or source["name"],
+                data_dir=source["data_dir"],
+                allow_download=source["allow_download"],
+                **streaming,
+            )
         spec = self.request["model"]
         if list(data.input_shape) != list(spec["input_shape"]):
             raise DatasetError(

@@ -10,6 +10,7 @@ from typing import Any
 
 from core.service.engine.protocol import MODEL_FILE, REQUEST_FILE, RESUME_FILE
 from core.service.errors import DatasetError, ModelLoadError
+from core.service.jobs.dataset_cache import DatasetCache
 from core.service.jobs.epochs import checkpoint_rows
 from core.service.jobs.run_context import JobContext
 from core.service.sandbox.runner import Sandbox
@@ -53,6 +54,8 @@ def stage_inputs(
     dataset = _stage_dataset(context, job_dir, sandbox)
     if dataset["file"] is not None:
         inputs.append(job_dir / dataset["file"])
+    if dataset["folder"] is not None:
+        inputs.append(Path(dataset["folder"]))
     rows = checkpoint_rows(context)
     context.epochs_done = len(rows)
     if rows:
@@ -83,9 +86,17 @@ def _engine_request(
 
 
 def _stage_dataset(context: JobContext, job_dir: Path, sandbox: Sandbox) -> dict[str, Any]:
+    """Where the engine reads the job's dataset: a file copied into the job folder (`file`),
+    an ImageFolder archive's folder in the worker's cache (`folder`), or a builtin `name`."""
+    settings = context.settings
     name = context.job.dataset
+    nothing = {"file": None, "folder": None, "data_dir": None, "allow_download": False}
+    streaming = {
+        "stream_threshold_bytes": settings.dataset_stream_threshold_bytes,
+        "stream_workers": settings.dataset_stream_workers,
+    }
     if name in BUNDLED_DATASETS:
-        return {"name": name, "file": None, "data_dir": None, "allow_download": False}
+        return {**nothing, **streaming, "name": name}
     if name.startswith("builtin:"):
         if sandbox.isolated:
             # The sandbox shows only the job folder; a torchvision set is too large to copy
@@ -96,10 +107,11 @@ def _stage_dataset(context: JobContext, job_dir: Path, sandbox: Sandbox) -> dict
                 "ImageFolder archive) and use its ds_ id"
             )
         return {
+            **nothing,
+            **streaming,
             "name": name,
-            "file": None,
-            "data_dir": str(context.settings.resolved_datasets_dir),
-            "allow_download": context.settings.allow_download,
+            "data_dir": str(settings.resolved_datasets_dir),
+            "allow_download": settings.allow_download,
         }
     with context.factory() as session:
         row = session.get(Dataset, name)
@@ -109,7 +121,19 @@ def _stage_dataset(context: JobContext, job_dir: Path, sandbox: Sandbox) -> dict
         or not context.store.exists(row.storage_key)
     ):
         raise DatasetError(f"the job's dataset {name} no longer exists")
+    if row.kind == "imagefolder":
+        cache = DatasetCache(
+            settings.resolved_dataset_cache_dir,
+            max_bytes=settings.dataset_cache_max_bytes,
+            # A job may read its entry for as long as a job may run.
+            in_use_seconds=settings.task_time_limit_seconds,
+        )
+        storage_key = row.storage_key
+        folder = cache.extracted(
+            row.sha256, fetch_archive=lambda path: context.store.copy_to(storage_key, path)
+        )
+        return {**nothing, **streaming, "name": name, "folder": str(folder)}
     # The stored name keeps the upload's suffix (.npz, .tar.gz), which says how to read it.
     file_name = row.storage_key.rsplit("/", 1)[-1]
     context.store.copy_to(row.storage_key, job_dir / file_name)
-    return {"name": name, "file": file_name, "data_dir": None, "allow_download": False}
+    return {**nothing, **streaming, "name": name, "file": file_name}

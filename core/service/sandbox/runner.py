@@ -91,7 +91,9 @@ class Sandbox:
         devices: Sequence[str] = (),
     ) -> list[str]:
         """The argv that runs `argv` in this sandbox, working in `job_dir` (read-write, but for
-        the folders or files inside it named in `read_only`: the inputs it may not change)."""
+        the folders or files inside it named in `read_only`: the inputs it may not change).
+        A `read_only` path outside `job_dir` (a dataset in the worker's cache) is shown, at the
+        same path, read-only; nothing else outside the job folder is."""
         job = str(job_dir.resolve())
         if not self.isolated:
             return list(argv)
@@ -132,11 +134,8 @@ class Sandbox:
             # CUDA's driver reads the GPU's topology from sysfs.
             command += ["--ro-bind", "/sys", "/sys"]
         command += ["--bind", job, job]
-        for inside in read_only:
-            path = str(inside.resolve())
-            if not path.startswith(job + "/"):
-                raise ValueError(f"{path} is not inside the job folder {job}")
-            command += ["--ro-bind", path, path]
+        for shown in read_only:
+            command += ["--ro-bind", str(shown.resolve()), str(shown.resolve())]
         command += ["--chdir", job]
         for name, value in BASE_ENVIRONMENT.items():
             command += ["--setenv", name, value]
