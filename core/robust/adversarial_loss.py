@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.robust.attacks import eval_mode, pgd
-from core.robust.datasets.splits import ImageDataset
+from core.robust.datasets.splits import TrainingImages
 from core.robust.finetune_config import FinetuneConfig
 from core.robust.threat import ThreatModel
 
@@ -79,7 +79,7 @@ def passes_per_step(config: FinetuneConfig, step_threat: ThreatModel) -> int:
 
 def start_loss(
     model: nn.Module,
-    train: ImageDataset,
+    train: TrainingImages,
     threat: ThreatModel,
     config: FinetuneConfig,
     *,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core.robust.datasets.splits import ImageDataset
+from core.robust.datasets.splits import TrainingImages
 
 _BATCHNORM = nn.modules.batchnorm._BatchNorm
 
@@ -23,7 +23,7 @@ def has_batchnorm(model: nn.Module) -> bool:
 
 
 def recalibrate_batchnorm(
-    model: nn.Module, data: ImageDataset, *, batch_size: int, device: torch.device
+    model: nn.Module, data: TrainingImages, *, batch_size: int, device: torch.device
 ) -> int:
     """Reset every BatchNorm layer's running statistics and measure them again over `data`
     (a cumulative average, forward passes in training mode, no gradients); the model is left

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from core.robust.datasets.splits import ImageDataset
+from core.robust.datasets.splits import TrainingImages
 from core.robust.measure import Attack, survivors
 
 AttackAt = Callable[[float], Attack]  # the attack at a radius
@@ -27,7 +27,7 @@ AttackAt = Callable[[float], Attack]  # the attack at a radius
 
 def robust_by_epsilon(
     model: nn.Module,
-    dataset: ImageDataset,
+    dataset: TrainingImages,
     *,
     epsilon: float,
     robust_at_epsilon: torch.Tensor,

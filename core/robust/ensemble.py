@@ -26,7 +26,7 @@ from core.robust.apgd import apgd, apgd_targeted
 from core.robust.attack_presets import ATTACK_PRESETS
 from core.robust.attacks import pgd
 from core.robust.autoattack import run_autoattack
-from core.robust.datasets.splits import ImageDataset
+from core.robust.datasets.splits import TrainingImages
 from core.robust.measure import Attack, share, survivors
 from core.robust.threat import ThreatModel
 
@@ -125,7 +125,7 @@ def preset_stages(
 
 def worst_case(
     model: nn.Module,
-    dataset: ImageDataset,
+    dataset: TrainingImages,
     stages: list[Stage],
     *,
     correct: torch.Tensor,

@@ -22,7 +22,7 @@ from torch import nn
 from core.robust import sanity
 from core.robust.attacks import eval_mode, fgsm, pgd, random_noise
 from core.robust.curve import robust_by_epsilon
-from core.robust.datasets.splits import ImageDataset
+from core.robust.datasets.splits import TrainingImages
 from core.robust.ensemble import PassCounter, StageResult, preset_stages, worst_case
 from core.robust.intervals import CONFIDENCE_LEVEL, wilson_interval
 from core.robust.measure import (
@@ -100,7 +100,7 @@ class EvalReport:
         return data
 
 
-def _num_classes(model: nn.Module, dataset: ImageDataset, device: torch.device) -> int:
+def _num_classes(model: nn.Module, dataset: TrainingImages, device: torch.device) -> int:
     with torch.no_grad(), eval_mode(model):
         return int(model(dataset.tensors(1)[0].to(device)).shape[1])
 
@@ -112,7 +112,7 @@ def _large_epsilon(threat: ThreatModel, input_shape: tuple[int, int, int]) -> fl
 
 def evaluate(
     model: nn.Module,
-    data: ImageDataset,
+    data: TrainingImages,
     threat: ThreatModel,
     *,
     attack: str = "standard",
@@ -198,7 +198,7 @@ def evaluate(
 
 def _sanity_checks(
     model: nn.Module,
-    subset: ImageDataset,
+    subset: TrainingImages,
     threat: ThreatModel,
     *,
     correct: torch.Tensor,

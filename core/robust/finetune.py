@@ -26,7 +26,7 @@ from torch import nn
 from core.robust.adversarial_loss import start_loss
 from core.robust.best_epoch import COLLAPSED, KEPT, LOST, kept_clean
 from core.robust.checkpoint import Checkpoint
-from core.robust.datasets.splits import ImageDataset
+from core.robust.datasets.splits import TrainingImages
 from core.robust.finetune_config import ATTACKS, LOSSES, FinetuneConfig
 from core.robust.finetune_epoch import end_epoch, step_back_from_collapse, train_one_epoch
 from core.robust.finetune_probe import probe_peak_lr
@@ -63,11 +63,11 @@ __all__ = [
 
 def adversarial_finetune(
     model: nn.Module,
-    train: ImageDataset,
+    train: TrainingImages,
     threat: ThreatModel,
     config: FinetuneConfig | None = None,
     *,
-    val: ImageDataset | None = None,
+    val: TrainingImages | None = None,
     on_epoch: OnEpoch | None = None,
     on_batch: OnBatch | None = None,
     on_probe_batch: OnProbeBatch | None = None,
@@ -147,7 +147,7 @@ def adversarial_finetune(
 
 def _train_epochs(
     run: FinetuneRun,
-    val_subset: ImageDataset | None,
+    val_subset: TrainingImages | None,
     *,
     on_epoch: OnEpoch | None,
     on_batch: OnBatch | None,
@@ -174,7 +174,7 @@ def _train_epochs(
 
 def _finish(
     run: FinetuneRun,
-    val_subset: ImageDataset | None,
+    val_subset: TrainingImages | None,
     *,
     stopped: bool,
     on_decision: OnDecision | None,
@@ -216,7 +216,7 @@ def _finish(
     )
 
 
-def _interpolate_toward_start(run: FinetuneRun, val_subset: ImageDataset) -> Interpolation:
+def _interpolate_toward_start(run: FinetuneRun, val_subset: TrainingImages) -> Interpolation:
     """The best epoch lost clean accuracy: search the line back to the starting weights for
     the most robust mix that keeps it, and leave that (or the best epoch) in run.model."""
     assert run.best_state is not None and run.reference_clean_accuracy is not None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from core.robust.adversarial_loss import passes_per_step, step_loss, training_threat
 from core.robust.best_epoch import COLLAPSED
 from core.robust.datasets.augment import augmentation_for
-from core.robust.datasets.splits import ImageDataset
+from core.robust.datasets.splits import TrainingImages
 from core.robust.errors import TrainingDiverged
 from core.robust.finetune_results import EpochMetrics, OnBatch, OnDecision
 from core.robust.finetune_run import FinetuneRun, cpu_copy
@@ -103,7 +103,7 @@ def _guarded(run: FinetuneRun, loss: float, *, lr: float, on_decision: OnDecisio
 
 
 def end_epoch(
-    run: FinetuneRun, training: EpochTraining, val_subset: ImageDataset | None
+    run: FinetuneRun, training: EpochTraining, val_subset: TrainingImages | None
 ) -> EpochMetrics:
     """Validate, keep the best weights, and record the epoch."""
     started = time.perf_counter()

@@ -15,7 +15,7 @@ from torch import nn
 from core.robust.adversarial_loss import passes_per_step, training_threat
 from core.robust.batchnorm import has_batchnorm, recalibrate_batchnorm
 from core.robust.best_epoch import kept_clean
-from core.robust.datasets.splits import ImageDataset
+from core.robust.datasets.splits import TrainingImages
 from core.robust.errors import TrainingDiverged
 from core.robust.finetune_config import FinetuneConfig
 from core.robust.finetune_results import FinetuneResult, OnBatch, OnProbeBatch
@@ -32,7 +32,7 @@ class TrialFinetune(Protocol):
     def __call__(
         self,
         model: nn.Module,
-        train: ImageDataset,
+        train: TrainingImages,
         threat: ThreatModel,
         config: FinetuneConfig,
         *,
@@ -43,8 +43,8 @@ class TrialFinetune(Protocol):
 
 def probe_peak_lr(
     model: nn.Module,
-    train: ImageDataset,
-    val_subset: ImageDataset | None,
+    train: TrainingImages,
+    val_subset: TrainingImages | None,
     threat: ThreatModel,
     config: FinetuneConfig,
     *,
@@ -117,8 +117,8 @@ def _numbered(on_batch: OnProbeBatch, candidate: int, plan: ProbePlan) -> OnBatc
 
 def _probe_trial(
     model: nn.Module,
-    batches: ImageDataset,
-    scored: ImageDataset,
+    batches: TrainingImages,
+    scored: TrainingImages,
     threat: ThreatModel,
     config: FinetuneConfig,
     plan: ProbePlan,

@@ -11,7 +11,7 @@ from torch import nn
 
 from core.robust.best_epoch import COLLAPSED, KEPT, LOST, rank_epoch
 from core.robust.checkpoint import CHECKPOINT_FORMAT, Checkpoint
-from core.robust.datasets.splits import ImageDataset
+from core.robust.datasets.splits import TrainingImages
 from core.robust.errors import InvalidConfig
 from core.robust.finetune_config import FinetuneConfig
 from core.robust.finetune_results import EpochMetrics
@@ -42,7 +42,7 @@ class FinetuneRun:
     def __init__(
         self,
         model: nn.Module,
-        train: ImageDataset,
+        train: TrainingImages,
         threat: ThreatModel,
         config: FinetuneConfig,
         device: torch.device,
@@ -133,7 +133,7 @@ class FinetuneRun:
             collapse_threshold=collapse_threshold,
         )
 
-    def validate(self, val_subset: ImageDataset) -> tuple[float, float]:
+    def validate(self, val_subset: TrainingImages) -> tuple[float, float]:
         """Validation clean and PGD accuracy of the weights in self.model, with fixed noise."""
         return clean_and_robust(
             self.model,

@@ -8,14 +8,14 @@ import torch
 from torch import nn
 
 from core.robust.attacks import correct_predictions, pgd
-from core.robust.datasets.splits import ImageDataset
+from core.robust.datasets.splits import TrainingImages
 from core.robust.threat import ThreatModel
 
 # attack(x, labels) -> adversarial x, on the model's device.
 Attack = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def evaluation_subset(dataset: ImageDataset, *, max_samples: int, seed: int) -> torch.Tensor:
+def evaluation_subset(dataset: TrainingImages, *, max_samples: int, seed: int) -> torch.Tensor:
     """Sorted indices of a fixed, seeded subset of at most `max_samples` examples."""
     if max_samples >= len(dataset):
         return torch.arange(len(dataset))
@@ -26,7 +26,7 @@ def evaluation_subset(dataset: ImageDataset, *, max_samples: int, seed: int) -> 
 
 def correct_under_attack(
     model: nn.Module,
-    dataset: ImageDataset,
+    dataset: TrainingImages,
     attack: Attack | None,
     *,
     batch_size: int,
@@ -49,7 +49,7 @@ def correct_under_attack(
 
 def survivors(
     model: nn.Module,
-    dataset: ImageDataset,
+    dataset: TrainingImages,
     alive: torch.Tensor,
     attack: Attack,
     *,
@@ -78,7 +78,7 @@ def share(correct: torch.Tensor) -> float:
 
 def accuracy(
     model: nn.Module,
-    dataset: ImageDataset,
+    dataset: TrainingImages,
     attack: Attack | None = None,
     *,
     batch_size: int = 256,
@@ -92,7 +92,7 @@ def accuracy(
 
 def clean_and_robust(
     model: nn.Module,
-    subset: ImageDataset,
+    subset: TrainingImages,
     threat: ThreatModel,
     *,
     seed: int,

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.robust.datasets.augment import Augment
-from core.robust.datasets.splits import ImageDataset
+from core.robust.datasets.splits import TrainingImages
 from core.robust.measure import default_device
 from core.robust.models.robust_model import copy_model
 from core.robust.schedules import cosine
@@ -16,7 +16,7 @@ from core.robust.schedules import cosine
 
 def train_clean(
     model: nn.Module,
-    train: ImageDataset,
+    train: TrainingImages,
     *,
     epochs: int = 15,
     batch_size: int = 64,
