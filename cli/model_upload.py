@@ -13,10 +13,8 @@ from rich.console import Console
 
 from cli.formatting import shape
 from cli.live import transfer_bar
+from core.robust.models.formats import FORMATS
 from robustify import Client, Model
-
-FILE_SUFFIX = {"torchscript": ".pt", "state_dict": ".pt", "safetensors": ".safetensors"}
-FORMATS = tuple(FILE_SUFFIX)
 
 NameOption = Annotated[str | None, typer.Option(help="A name for it (default: the file's name).")]
 InputShapeOption = Annotated[

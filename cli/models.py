@@ -11,9 +11,10 @@ from rich.console import Console
 
 from cli.catalog_tables import model_details, models_table
 from cli.live import transfer_bar
-from cli.model_upload import FILE_SUFFIX, UploadOptions
+from cli.model_upload import UploadOptions
 from cli.option_groups import option_group
 from cli.remote import JsonOption, connected, echo_json, stderr_console, stdout_console
+from core.robust.models.formats import FILE_SUFFIXES
 from robustify import Client, Model
 
 models_app = typer.Typer(help="Upload, list, show, download and delete models.")
@@ -24,7 +25,7 @@ ModelIdArgument = Annotated[str, typer.Argument(help="The model's id (mdl_…)."
 def default_file_name(model: Model) -> Path:
     """The model's name as a file name in this folder, with its format's suffix."""
     name = Path(model.name).name or model.id
-    suffix = FILE_SUFFIX.get(model.format, "")
+    suffix = FILE_SUFFIXES.get(model.format, "")
     return Path(name if name.endswith(suffix) else name + suffix)
 
 

@@ -21,7 +21,7 @@ from api.uploads import (
     upload_request_body,
 )
 from core.robust.datasets.catalog import MAX_CLASSES
-from core.robust.models.formats import FORMATS
+from core.robust.models.formats import FILE_SUFFIXES, FORMATS
 from core.service import catalog
 from core.service.errors import InvalidRequest
 from core.service.ids import new_id
@@ -32,7 +32,6 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 ModelId = Annotated[str, Path(max_length=40, pattern=ID_PATTERN)]
 MAX_DIMENSION = 4096
-FILE_SUFFIX = {"torchscript": ".pt", "state_dict": ".pt", "safetensors": ".safetensors"}
 
 _FORM_FIELDS = {
     "name": {"type": "string", "maxLength": 200, "description": "default: the file's name"},
@@ -141,7 +140,7 @@ def download_model(
         context.store,
         model.storage_key,
         etag=f'"{model.sha256}"',
-        filename=f"{model.name}{FILE_SUFFIX.get(model.format, '')}",
+        filename=f"{model.name}{FILE_SUFFIXES.get(model.format, '')}",
     )
 
 

@@ -12,10 +12,16 @@ from typing import Literal
 
 from core.robust.errors import ModelLoadError
 
-__all__ = ["FORMATS", "ModelFormat", "PathLike", "detect_format"]
+__all__ = ["FILE_SUFFIXES", "FORMATS", "ModelFormat", "PathLike", "detect_format"]
 
 ModelFormat = Literal["torchscript", "state_dict", "safetensors"]
 FORMATS: tuple[ModelFormat, ...] = ("torchscript", "state_dict", "safetensors")
+# The file name ending a download of each format gets (the API's and the CLI's).
+FILE_SUFFIXES: dict[str, str] = {
+    "torchscript": ".pt",
+    "state_dict": ".pt",
+    "safetensors": ".safetensors",
+}
 PathLike = str | os.PathLike[str]
 
 _PICKLE_PROTO_OPCODE = b"\x80"
