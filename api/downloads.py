@@ -35,8 +35,8 @@ def artifact_download(
     ranges = _requested_ranges(request, stat.size_bytes)
     if ranges and _if_range_holds(request.headers.get("if-range"), headers):
         if len(ranges) == 1:
-            return _single_range(store, key, ranges[0], stat.size_bytes, headers)
-        return _multiple_ranges(store, key, ranges, stat.size_bytes, headers)
+            return _single_range(store, key, span=ranges[0], size=stat.size_bytes, headers=headers)
+        return _multiple_ranges(store, key, spans=ranges, size=stat.size_bytes, headers=headers)
     headers["Content-Length"] = str(stat.size_bytes)
     return StreamingResponse(store.open_range(key), media_type=MEDIA_TYPE, headers=headers)
 
@@ -97,7 +97,7 @@ def _if_range_holds(if_range: str | None, headers: dict[str, str]) -> bool:
 
 
 def _single_range(
-    store: ArtifactStore, key: str, span: tuple[int, int], size: int, headers: dict[str, str]
+    store: ArtifactStore, key: str, *, span: tuple[int, int], size: int, headers: dict[str, str]
 ) -> Response:
     start, end = span
     headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
@@ -109,6 +109,7 @@ def _single_range(
 def _multiple_ranges(
     store: ArtifactStore,
     key: str,
+    *,
     spans: list[tuple[int, int]],
     size: int,
     headers: dict[str, str],

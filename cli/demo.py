@@ -124,7 +124,10 @@ def run_demo(
                 highlight=False,
             )
             with Client(service.url, key, timeout=120) as client:
-                result = _use_the_service(client, console, uploaded, output_dir, epochs, seed)
+                result = _use_the_service(
+                    client, console, uploaded=uploaded, output_dir=output_dir, epochs=epochs,
+                    seed=seed,
+                )  # fmt: skip
             console.print("[bold]6.[/] Stopping the service", highlight=False)
     return result
 
@@ -132,6 +135,7 @@ def run_demo(
 def _use_the_service(
     client: Client,
     console: Console,
+    *,
     uploaded: Path,
     output_dir: Path,
     epochs: int,

@@ -90,6 +90,7 @@ class Connection:
     def upload(
         self,
         path: str,
+        *,
         file_path: Path,
         fields: dict[str, str],
         on_progress: ProgressCallback | None,
@@ -102,7 +103,9 @@ class Connection:
             timeout = httpx.Timeout(self.timeout, read=max(self.timeout, UPLOAD_READ_TIMEOUT))
             return self.json("POST", path, data=fields, files=files, timeout=timeout)
 
-    def download(self, path: str, destination: Path, on_progress: ProgressCallback | None) -> Path:
+    def download(
+        self, path: str, *, destination: Path, on_progress: ProgressCallback | None
+    ) -> Path:
         """Save the answer's bytes at `destination`, checked against the sha256 of its ETag;
         a connection dropped on the way is resumed where it broke (Range with If-Range)."""
         with PartFile(destination, on_progress) as part:

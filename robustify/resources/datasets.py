@@ -23,7 +23,9 @@ class Datasets:
     ) -> Dataset:
         """Upload an .npz (x, y, optional x_test, y_test) or an ImageFolder .zip/.tar.gz."""
         fields = {"name": name} if name is not None else {}
-        answer = self._connection.upload("/v1/datasets", Path(path), fields, on_progress)
+        answer = self._connection.upload(
+            "/v1/datasets", file_path=Path(path), fields=fields, on_progress=on_progress
+        )
         return Dataset.from_json(answer)
 
     def list(self) -> Iterator[Dataset]:

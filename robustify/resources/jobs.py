@@ -152,7 +152,7 @@ class Jobs:
     ) -> Path:
         """Save one epoch's weights, in the uploaded model's format, at `path`."""
         url = f"/v1/jobs/{job_id}/checkpoints/{epoch}/content"
-        return self._connection.download(url, Path(path), on_progress)
+        return self._connection.download(url, destination=Path(path), on_progress=on_progress)
 
     def report_url(self, job_id: str) -> str:
         return f"{self._connection.url}/v1/jobs/{job_id}/report"

@@ -44,7 +44,9 @@ class Models:
             fields["mean"] = json.dumps(builtins.list(mean))
         if std is not None:
             fields["std"] = json.dumps(builtins.list(std))
-        answer = self._connection.upload("/v1/models", Path(path), fields, on_progress)
+        answer = self._connection.upload(
+            "/v1/models", file_path=Path(path), fields=fields, on_progress=on_progress
+        )
         return Model.from_json(answer)
 
     def list(self) -> Iterator[Model]:
@@ -61,4 +63,6 @@ class Models:
         self, model_id: str, path: str | Path, *, on_progress: ProgressCallback | None = None
     ) -> Path:
         """Save the model's file at `path` (checked against its sha256); returns `path`."""
-        return self._connection.download(f"/v1/models/{model_id}/content", Path(path), on_progress)
+        return self._connection.download(
+            f"/v1/models/{model_id}/content", destination=Path(path), on_progress=on_progress
+        )
