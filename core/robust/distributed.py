@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from core.robust.datasets.splits import ImageDataset
+from core.robust.datasets.splits import TrainingImages
 from core.robust.errors import InvalidConfig
 
 __all__ = [
@@ -131,7 +131,7 @@ class Ranks:
             images[mine], labels[mine], count=count, weight=count * self.world_size / total
         )
 
-    def shard_dataset(self, dataset: ImageDataset) -> ImageDataset:
+    def shard_dataset(self, dataset: TrainingImages) -> TrainingImages:
         """This rank's share of a dataset (the validation subset each rank scores part of)."""
         if not self.distributed:
             return dataset

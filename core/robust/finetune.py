@@ -27,6 +27,7 @@ from core.robust.adversarial_loss import start_loss
 from core.robust.best_epoch import COLLAPSED, KEPT, LOST, kept_clean
 from core.robust.checkpoint import Checkpoint
 from core.robust.datasets.splits import TrainingImages
+from core.robust.distributed import Ranks
 from core.robust.finetune_config import ATTACKS, LOSSES, FinetuneConfig
 from core.robust.finetune_epoch import end_epoch, step_back_from_collapse, train_one_epoch
 from core.robust.finetune_probe import probe_peak_lr
@@ -94,6 +95,12 @@ def adversarial_finetune(
     target = torch.device(device) if device is not None else default_device()
     if resume is not None:
         check_resumable(resume, config, threat)
+    # Under torchrun every rank runs this function; only rank 0 reports (core.robust.distributed).
+    ranks = Ranks.of_process_group(target)
+    ranks.check_batch_size(config.batch_size)
+    if not ranks.is_leader:
+        on_epoch = on_batch = on_probe_batch = on_decision = None
+    should_stop = ranks.agreed(should_stop)
     working = copy_model(model).to(target)
     optimizer = resolve_optimizer(config.optimizer, working)
     start_state = cpu_copy(working)
@@ -107,7 +114,9 @@ def adversarial_finetune(
         if val_subset is not None and reference_clean_accuracy is None:
             # A clean pass, no randomness drawn: a run measured so and one resumed (which reads
             # the value from its checkpoint) stay bit-identical.
-            reference_clean_accuracy = accuracy(working, val_subset, batch_size=256, device=target)
+            reference_clean_accuracy = ranks.broadcast_float(
+                accuracy(working, val_subset, batch_size=256, device=target)
+            )
     probe: LrProbe | None = None
     if resume is not None:
         peak_lr = config.peak_lr or resume["peak_lr"]
@@ -118,7 +127,7 @@ def adversarial_finetune(
             working, train, val_subset, threat, replace(config, optimizer=optimizer),
             device=target, on_batch=on_probe_batch, finetune=adversarial_finetune,
         )  # fmt: skip
-        peak_lr = probe.chosen_lr
+        peak_lr = ranks.broadcast_float(probe.chosen_lr)
         # The probe's runs drew from the global generator (dropout): the run starts as one
         # given peak_lr=probe.chosen_lr would, so that rate reproduces it.
         torch.manual_seed(config.seed)
@@ -126,7 +135,7 @@ def adversarial_finetune(
             on_decision(probe)
     run = FinetuneRun(
         working, train, threat, config, target,
-        peak_lr=peak_lr, optimizer=optimizer, start_state=start_state,
+        peak_lr=peak_lr, optimizer=optimizer, start_state=start_state, ranks=ranks,
     )  # fmt: skip
     if resume is not None:
         run.restore(resume)
@@ -137,6 +146,7 @@ def adversarial_finetune(
             run.guard.start_loss, run.guard.num_classes = start_loss(
                 working, train, threat, config, device=target
             )
+            run.guard.start_loss = ranks.broadcast_float(run.guard.start_loss)
     with cudnn_benchmark(run.speed):
         stopped = _train_epochs(
             run, val_subset,

@@ -49,6 +49,9 @@ def train_one_epoch(
         x, labels = x.to(run.device), labels.to(run.device)
         if augment is not None:  # on the device: on a GPU the crops cost next to nothing
             x = augment(x, run.augment_generator)
+        # After the crops: every rank draws the whole batch's, the 1-process run's, in step.
+        shard = run.ranks.shard(x, labels)  # the whole batch in one process
+        x, labels = shard.images, shard.labels
         x = prepare_inputs(x, run.speed)
         lr = run.lr_at(run.step)
         for group in run.optimizer.param_groups:
@@ -59,7 +62,7 @@ def train_one_epoch(
                 run.training_model, x, labels, step_threat, config, generator=run.noise_generator
             )
         run.gradient_passes += passes_per_step(config, step_threat)
-        value = loss.item()
+        value = run.ranks.mean(loss.item(), shard.count)  # the global batch's: guards agree
         if _guarded(run, value, lr=lr, on_decision=on_decision):
             if run.stopped_early:
                 break
@@ -67,18 +70,21 @@ def train_one_epoch(
         run.optimizer.zero_grad(set_to_none=True)
         # False: fp16's GradScaler skipped the step (inf in the scaled gradients). The loss the
         # guards saw was finite: the weights did not move, and they are still those restored.
-        if backward_and_step(loss, run.optimizer, run.grad_scaler):
+        if backward_and_step(loss * shard.weight, run.optimizer, run.grad_scaler):
             run.steps_since_restore += 1
         run.step += 1
-        loss_sum += value * len(labels)
-        robust_correct += int((adv_logits.argmax(1) == labels).sum())
-        seen += len(labels)
+        loss_sum += value * shard.count
+        robust_correct += int((adv_logits.argmax(1) == labels)[: shard.count].sum())
+        seen += shard.count
         if on_batch is not None:
             on_batch(run.epoch + 1, index + 1, run.steps_per_epoch, value)
+    loss_sum, robust_sum, seen_sum = run.ranks.sums([loss_sum, robust_correct, seen])
     seconds = time.perf_counter() - started
     run.train_seconds += seconds
     return EpochTraining(
-        loss=loss_sum / max(seen, 1), robust_accuracy=robust_correct / max(seen, 1), seconds=seconds
+        loss=loss_sum / max(seen_sum, 1),
+        robust_accuracy=robust_sum / max(seen_sum, 1),
+        seconds=seconds,
     )
 
 
@@ -107,6 +113,8 @@ def end_epoch(
 ) -> EpochMetrics:
     """Validate, keep the best weights, and record the epoch."""
     started = time.perf_counter()
+    run.ranks.sync_buffers(run.model)
+    run.noise_states = run.ranks.gather_states(run.noise_generator.get_state())
     val_clean = val_robust = None
     if val_subset is not None:
         val_clean, val_robust = run.validate(val_subset)

@@ -12,6 +12,7 @@ from torch import nn
 from core.robust.best_epoch import COLLAPSED, KEPT, LOST, rank_epoch
 from core.robust.checkpoint import CHECKPOINT_FORMAT, Checkpoint
 from core.robust.datasets.splits import TrainingImages
+from core.robust.distributed import Ranks
 from core.robust.errors import InvalidConfig
 from core.robust.finetune_config import FinetuneConfig
 from core.robust.finetune_results import EpochMetrics
@@ -50,6 +51,7 @@ class FinetuneRun:
         peak_lr: float,
         optimizer: str,
         start_state: dict[str, torch.Tensor],
+        ranks: Ranks | None = None,
     ) -> None:
         self.model, self.train, self.threat, self.config, self.device = (
             model,
@@ -59,6 +61,7 @@ class FinetuneRun:
             device,
         )
         self.peak_lr = peak_lr
+        self.ranks = ranks or Ranks(device=device)
         # The starting model's weights, for a step back before any epoch is good enough.
         self.start_state = start_state
         self.steps_per_epoch = math.ceil(len(train) / config.batch_size)
@@ -76,8 +79,9 @@ class FinetuneRun:
             compile=config.compile,
         )
         # What the training step calls: the model, or its compiled wrapper over the same weights
-        # (checkpoints and the result use self.model: no `_orig_mod.` in their keys).
-        self.training_model = prepare_model(model, self.speed)
+        # (checkpoints and the result use self.model: no `_orig_mod.` in their keys), through
+        # DDP across ranks.
+        self.training_model = self.ranks.wrap(prepare_model(model, self.speed))
         self.grad_scaler = make_grad_scaler(self.speed)  # fp16 only
         self.optimizer_name = optimizer
         self.optimizer = make_optimizer(
@@ -88,7 +92,11 @@ class FinetuneRun:
         )
         # Own generators for data order and attack noise, so a run is fixed by its seed alone.
         self.order_generator = torch.Generator().manual_seed(config.seed)
-        self.noise_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
+        # Each rank attacks its own shard with its own noise (rank 0's is the single run's).
+        self.noise_generator = torch.Generator(device=device).manual_seed(
+            config.seed + 1 + self.ranks.rank
+        )
+        self.noise_states: list[torch.Tensor] = []  # every rank's, as of the last epoch's end
         # The crops and flips (on the CPU whatever the device): seed + 2 and + 3 are the
         # validation's and the probe's.
         self.augment_generator = torch.Generator().manual_seed(config.seed + 4)
@@ -135,14 +143,18 @@ class FinetuneRun:
 
     def validate(self, val_subset: TrainingImages) -> tuple[float, float]:
         """Validation clean and PGD accuracy of the weights in self.model, with fixed noise."""
-        return clean_and_robust(
+        # Each rank scores its share; the sums make the same numbers (and choices) everywhere.
+        shard = self.ranks.shard_dataset(val_subset)
+        clean, robust = clean_and_robust(
             self.model,
-            val_subset,
+            shard,
             self.threat.with_steps(self.config.val_attack_steps),
             seed=self.config.seed + 2,
             batch_size=max(self.config.batch_size, 256),
             device=self.device,
         )
+        clean, robust = self.ranks.means([clean, robust], len(shard))
+        return clean, robust
 
     def step_back(self, reason: Reason, value: float, threshold: float) -> GuardDecision:
         """Restore the best good weights (else the starting ones) at a lower rate, or stop."""
@@ -198,6 +210,7 @@ class FinetuneRun:
             "rng": {
                 "order": self.order_generator.get_state(),
                 "noise": self.noise_generator.get_state(),
+                "noise_by_rank": self.noise_states,
                 "augment": self.augment_generator.get_state(),
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state(self.device)
@@ -233,7 +246,9 @@ class FinetuneRun:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         rng = checkpoint["rng"]
         self.order_generator.set_state(rng["order"])
-        self.noise_generator.set_state(rng["noise"])
+        by_rank = rng.get("noise_by_rank") or []
+        own = len(by_rank) == self.ranks.world_size
+        self.noise_generator.set_state(by_rank[self.ranks.rank] if own else rng["noise"])
         if "augment" in rng:  # a checkpoint from before augmentation trained without it
             self.augment_generator.set_state(rng["augment"])
         torch.set_rng_state(rng["torch"])
