@@ -1,5 +1,6 @@
-"""Read an uploaded ImageFolder archive (one folder per class) into dataset splits: held in
-memory as uint8 NCHW when small, streamed from the extracted files when large."""
+"""Read an uploaded ImageFolder archive (one folder per class), or a WebDataset tar of samples
+(core.robust.datasets.webdataset_layout), into dataset splits: held in memory as uint8 NCHW when
+small, streamed from the extracted files when large."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from core.robust.datasets.image_files import (
 )
 from core.robust.datasets.splits import DatasetSplits, ImageDataset, TrainingImages
 from core.robust.datasets.streamed import StreamedImageDataset
+from core.robust.datasets.webdataset_layout import is_webdataset, webdataset_samples
 from core.robust.errors import DatasetError
 
 __all__ = [
@@ -108,11 +110,7 @@ def load_image_folder(
     over the files (decoded by `stream_workers` processes); its every file's header is checked
     now, so a broken file fails the load, not an epoch. `scratch` owns the folder, if anything.
     """
-    train_root, test_root, val_root = _split_roots(_dataset_root(extracted))
-    classes = _class_names(train_root, extracted)
-    train_files = _labelled_files(train_root, classes, extracted)
-    test_files = None if test_root is None else _labelled_files(test_root, classes, extracted)
-    val_files = None if val_root is None else _labelled_files(val_root, classes, extracted)
+    train_files, test_files, val_files, num_classes = _layout(extracted)
     all_files = list(train_files.files)
     for split in (test_files, val_files):
         all_files += [] if split is None else split.files
@@ -154,7 +152,29 @@ def load_image_folder(
 
     train, test = build("train"), build("test")
     val = build("val") if "val" in present else None
-    return DatasetSplits(name=name, train=train, test=test, num_classes=len(classes), val=val)
+    return DatasetSplits(name=name, train=train, test=test, num_classes=num_classes, val=val)
+
+
+def _layout(extracted: Path) -> tuple[_Labelled, _Labelled | None, _Labelled | None, int]:
+    """The (train, test, validation) files with their labels, and the number of classes: from
+    class folders, or from WebDataset samples' `.cls` files (classes: the largest label + 1)."""
+    root = _dataset_root(extracted)
+    train_root, test_root, val_root = _split_roots(root)
+    roots = (train_root, test_root, val_root)
+    if is_webdataset(root):
+        train, test, val = (
+            None if split is None else _Labelled(*webdataset_samples(split, extracted))
+            for split in roots
+        )
+        assert train is not None
+        present = [split for split in (train, test, val) if split is not None]
+        return train, test, val, 1 + max(max(split.labels) for split in present)
+    classes = _class_names(train_root, extracted)
+    train, test, val = (
+        None if split is None else _labelled_files(split, classes, extracted) for split in roots
+    )
+    assert train is not None
+    return train, test, val, len(classes)
 
 
 def _check_decoded_size(count: int, image_format: ImageFormat) -> None:
