@@ -40,6 +40,8 @@ from core.service.sandbox.runner import Sandbox, SandboxedProcess
 log = logging.getLogger(__name__)
 
 ENGINE_ARGV = (sys.executable, "-I", "-m", "core.service.engine.process")
+# Between a job's ranks gloo finds its peers on the sandbox's own loopback.
+DISTRIBUTED_ENVIRONMENT = {"GLOO_SOCKET_IFNAME": "lo"}
 STDERR_TAIL_BYTES = 16 * 1024
 MAX_REPORT_BYTES = 8 * 1024 * 1024
 CHUNK_BYTES = 1024 * 1024
@@ -99,13 +101,17 @@ class EngineChannel:
         read_only: Sequence[Path] = (),
         devices: Sequence[str] = (),
         environment: Mapping[str, str] | None = None,
+        world_size: int = 1,
     ) -> EngineChannel:
+        """Start the engine (under torchrun for `world_size` > 1: rank 0 talks on the pipe)."""
+        distributed = world_size > 1
         process = sandbox.start(
-            ENGINE_ARGV,
+            engine_argv(world_size),
             job_dir=job_dir,
             read_only=read_only,
             devices=devices,
-            environment=environment,
+            environment={**(DISTRIBUTED_ENVIRONMENT if distributed else {}), **(environment or {})},
+            loopback_sockets=distributed,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -244,6 +250,20 @@ class EngineChannel:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def engine_argv(world_size: int) -> list[str]:
+    """The engine's command: itself, or torchrun starting `world_size` of it on this machine
+    (torch.distributed elastic). --standalone's rendezvous on "localhost" would need name
+    resolution, which the sandbox has not: 127.0.0.1, a free port, by address. --no-python keeps
+    each rank's interpreter isolated (-I) as the single process is."""
+    if world_size == 1:
+        return list(ENGINE_ARGV)
+    return [
+        sys.executable, "-I", "-m", "torch.distributed.run", "--nnodes=1",
+        "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:0", "--local-addr=127.0.0.1",
+        f"--nproc-per-node={world_size}", "--max-restarts=0", "--no-python", *ENGINE_ARGV,
+    ]  # fmt: skip
 
 
 class _Bounded:

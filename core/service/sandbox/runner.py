@@ -151,10 +151,12 @@ class Sandbox:
         read_only: Sequence[Path] = (),
         environment: Mapping[str, str] | None = None,
         devices: Sequence[str] = (),
+        loopback_sockets: bool = False,
         **popen: Any,
     ) -> SandboxedProcess:
         """Start `argv` in the sandbox; the caller talks to it over stdin/stdout (pass
-        `stdin=subprocess.PIPE` etc.) and must `close()` the result."""
+        `stdin=subprocess.PIPE` etc.) and must `close()` the result. `loopback_sockets`: the
+        process may open inet sockets in its own network namespace (a job of several ranks)."""
         cgroup = PidsCgroup.create(self.max_processes)
         limits = [f"ulimit -c 0; ulimit -n {MAX_OPEN_FILES}"]
         # RLIMIT_NPROC counts a user's processes host-wide and spares root: the cgroup is the
@@ -168,7 +170,11 @@ class Sandbox:
         env["PYTHONPATH"] = code_root()
         env.update(environment or {})
         command = self.command(argv, job_dir=job_dir, read_only=read_only, devices=devices)
-        seccomp_fd = seccomp.filter_file_descriptor() if self.isolated else None
+        seccomp_fd = (
+            seccomp.filter_file_descriptor(loopback_sockets=loopback_sockets)
+            if self.isolated
+            else None
+        )
         if self.isolated:
             # bwrap clears the environment and sets the sandbox's own; pass the extra names on.
             extra: list[str] = []

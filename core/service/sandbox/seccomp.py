@@ -5,7 +5,9 @@ a user's model can reach.
 It refuses with EPERM the system calls that a model never needs and that escapes are made of:
 tracing other processes, reading their memory, (un)mounting, new namespaces, kernel keyrings,
 BPF, perf events, userfaultfd, io_uring, module loading, reboot, swap, open-by-handle. Sockets
-may only be Unix sockets (the namespaces leave no network anyway). clone3 answers ENOSYS, so
+may only be Unix sockets (the namespaces leave no network anyway); a job of several processes
+(torchrun) may also open inet and netlink sockets, which its rendezvous and gloo need on the
+sandbox's own loopback. clone3 answers ENOSYS, so
 the C library falls back to clone, whose flags the filter can see: no new namespaces there
 either. Another architecture than the process's own is killed.
 """
@@ -27,7 +29,7 @@ _RET = 0x06  # BPF_RET | BPF_K
 _ALLOW = 0x7FFF0000
 _KILL_PROCESS = 0x80000000
 _ERRNO = 0x00050000
-_AF_UNIX = 1
+_AF_UNIX, _AF_INET, _AF_NETLINK, _AF_INET6 = 1, 2, 16, 10
 # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET | NEWTIME
 _CLONE_NEW_NAMESPACES = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000
 _CLONE_NEW_NAMESPACES |= 0x10000000 | 0x20000000 | 0x40000000 | 0x00000080
@@ -84,8 +86,9 @@ def _op(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
     return struct.pack("<HBBI", code, jt, jf, k)
 
 
-def filter_program(machine: str | None = None) -> bytes | None:
-    """The filter for this machine's architecture, or None where we do not know its numbers."""
+def filter_program(machine: str | None = None, *, loopback_sockets: bool = False) -> bytes | None:
+    """The filter for this machine's architecture, or None where we do not know its numbers.
+    With `loopback_sockets`, inet and netlink sockets too (still inside the network namespace)."""
     known = _ARCHITECTURES.get(machine or platform.machine())
     if known is None:
         return None
@@ -103,11 +106,14 @@ def filter_program(machine: str | None = None) -> bytes | None:
     for name in _REFUSED:
         program += [_op(_JEQ, numbers[name], jf=1), refuse]
     program += [_op(_JEQ, numbers["clone3"], jf=1), _op(_RET, _ERRNO | errno.ENOSYS)]
-    # socket(family, ...): only AF_UNIX. clone(flags, ...): no CLONE_NEW* flag.
+    # socket(family, ...): only these families. clone(flags, ...): no CLONE_NEW* flag.
+    families = [_AF_UNIX] + ([_AF_INET, _AF_INET6, _AF_NETLINK] if loopback_sockets else [])
+    program += [_op(_JEQ, numbers["socket"], jf=2 + len(families)), _op(_LOAD, _ARG0)]
+    # Each match jumps past the remaining matches and the refusal.
     program += [
-        _op(_JEQ, numbers["socket"], jf=3),
-        _op(_LOAD, _ARG0),
-        _op(_JEQ, _AF_UNIX, jt=1),
+        _op(_JEQ, family, jt=len(families) - index) for index, family in enumerate(families)
+    ]
+    program += [
         _op(_RET, _ERRNO | errno.EAFNOSUPPORT),
         _op(_LOAD, _NR),
         _op(_JEQ, numbers["clone"], jf=3),
@@ -119,10 +125,12 @@ def filter_program(machine: str | None = None) -> bytes | None:
     return b"".join(program)
 
 
-def filter_file_descriptor(machine: str | None = None) -> int | None:
+def filter_file_descriptor(
+    machine: str | None = None, *, loopback_sockets: bool = False
+) -> int | None:
     """An open file (memfd) holding the filter, positioned at its start, for `--seccomp FD`;
     the caller closes it once the sandbox has started. None where no filter is known."""
-    program = filter_program(machine)
+    program = filter_program(machine, loopback_sockets=loopback_sockets)
     if program is None:
         return None
     fd = os.memfd_create("robustify-seccomp", 0)
