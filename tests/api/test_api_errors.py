@@ -27,8 +27,13 @@ def test_every_domain_error_has_its_own_http_mapping():
     assert unmapped == []
     for cls in classes:
         status, code = status_and_code(cls("x"))
-        # The client's fault, but for a full artifact store: the server's, and 507 says so.
-        expected = range(507, 508) if cls is core.service.errors.StorageFull else range(400, 500)
+        # The client's fault, but for a full artifact store and a service shutting down: the
+        # server's, and 507 and 503 say so.
+        server_side = {
+            core.service.errors.StorageFull: 507,
+            core.service.errors.ServiceUnavailable: 503,
+        }
+        expected = [server_side[cls]] if cls in server_side else range(400, 500)
         assert status in expected and code
 
 
