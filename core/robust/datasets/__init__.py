@@ -1,2 +1,3 @@
-"""Datasets for the engine: the in-memory split types and the loader (loading), and the formats
-(.npz, ImageFolder archives, torchvision sets), safe archive extraction and augmentation."""
+"""Datasets for the engine: the split types (splits: in memory; streamed: read from disk as
+batches are drawn) and the loader (loading), and the formats (.npz, ImageFolder archives,
+WebDataset shards, torchvision sets), safe archive extraction and augmentation."""

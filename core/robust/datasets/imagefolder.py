@@ -21,7 +21,7 @@ from core.robust.datasets.image_files import (
     relative_name,
 )
 from core.robust.datasets.splits import DatasetSplits, ImageDataset, TrainingImages
-from core.robust.datasets.streamed import StreamedImageDataset
+from core.robust.datasets.streamed import DEFAULT_IN_MEMORY_BYTES, StreamedImageDataset
 from core.robust.datasets.webdataset_layout import is_webdataset, webdataset_samples
 from core.robust.errors import DatasetError
 
@@ -37,8 +37,9 @@ logger = logging.getLogger(__name__)
 # Decoded pixels held in memory; this bounds what a small archive of tiny, highly compressed
 # but huge images can make us allocate. A streamed split holds none.
 MAX_DECODED_BYTES = 4 * 1024**3
-# A split whose decoded pixels would pass this is streamed from disk instead of held in memory.
-DEFAULT_STREAM_THRESHOLD_BYTES = 512 * 1024**2
+# A split whose decoded pixels would pass this is streamed from disk instead of held in memory
+# (and a streamed split's subset up to this size is held in memory).
+DEFAULT_STREAM_THRESHOLD_BYTES = DEFAULT_IN_MEMORY_BYTES
 
 
 @dataclass(frozen=True)

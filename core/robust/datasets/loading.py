@@ -1,9 +1,11 @@
 """Datasets as the engine sees them: image tensors in [0,1] (NCHW) with integer labels.
 
 `load_dataset(source)` is the one entry point: `builtin:digits`, `builtin:digits32`,
-`builtin:<torchvision name>` (read from a data folder), an `.npz` file, or an ImageFolder archive
-(`.zip`, `.tar.gz`). The types every loader builds live in core.robust.datasets.splits and the
-builtin names in core.robust.datasets.catalog; both are re-exported here.
+`builtin:<torchvision name>` (read from a data folder), an `.npz` file, an ImageFolder archive
+(`.zip`, `.tar.gz`) or a WebDataset shard (`.tar`); an archive's large splits are streamed from
+disk (core.robust.datasets.streamed). The types every loader builds live in
+core.robust.datasets.splits and the builtin names in core.robust.datasets.catalog; both are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ def load_dataset(
     - `builtin:cifar10|cifar100|mnist|fashion_mnist|svhn`: read from `data_dir`; downloaded
       there only when `allow_download` is true.
     - a path to `.npz` (keys `x`, `y`, optional `x_test`, `y_test`).
-    - a path to an ImageFolder archive (`.zip`, `.tar.gz`, `.tgz`): one folder per class;
+    - a path to an ImageFolder archive (`.zip`, `.tar.gz`, `.tgz`, `.tar`): one folder per
+      class, or WebDataset samples (`<key>.png` with `<key>.cls`);
       images resized to `image_size` (H, W) when given, else all must share one size. A split
       whose decoded pixels would pass `stream_threshold_bytes` is streamed from the extracted
       files, decoded by `stream_workers` DataLoader processes (0: in this one).
