@@ -4,6 +4,7 @@ and the bounds a child's report is held to."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -124,3 +125,14 @@ def test_an_interpolation_report_out_of_bounds_is_not_in_the_protocol(
     assert isinstance(CHILD_MESSAGE.validate_python(INTERPOLATION), InterpolationReport)
     with pytest.raises(ValidationError):
         CHILD_MESSAGE.validate_python({**INTERPOLATION, **change})
+
+
+def test_the_result_facts_the_engine_passes_on_are_fields_of_both_sides():
+    # Finished(**facts) is built from FinetuneResult by these names: a field renamed on either
+    # side would otherwise fail only inside a job, as its engine_error.
+    from core.robust.finetune_results import FinetuneResult
+    from core.service.engine.process import RESULT_FACTS
+    from core.service.engine.protocol import Finished
+
+    assert set(RESULT_FACTS) <= {field.name for field in dataclasses.fields(FinetuneResult)}
+    assert set(RESULT_FACTS) <= set(Finished.model_fields)
