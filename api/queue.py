@@ -1,10 +1,17 @@
-"""enqueue(job_id): a message that only says "look at job X", sent by the task's name."""
+"""enqueue(job_id): a message that only says "look at job X", sent by the task's name to the
+queue of the job's world size (core.service.broker.jobs_queue)."""
 
 from __future__ import annotations
 
 from celery import Celery
 
-from core.service.broker import JOBS_QUEUE, RUN_JOB_TASK, celery_config, make_broker_folders
+from core.service.broker import (
+    JOBS_QUEUE,
+    RUN_JOB_TASK,
+    celery_config,
+    jobs_queue,
+    make_broker_folders,
+)
 from core.service.config import Settings
 
 
@@ -18,8 +25,9 @@ class JobQueue:
         self.celery = Celery("robustify-api")
         self.celery.conf.update(celery_config(settings))
 
-    def enqueue(self, job_id: str) -> None:
-        self.celery.send_task(RUN_JOB_TASK, args=[job_id], queue=JOBS_QUEUE)
+    def enqueue(self, job_id: str, *, world_size: int = 1) -> None:
+        """Send the job to the workers that can run `world_size` ranks."""
+        self.celery.send_task(RUN_JOB_TASK, args=[job_id], queue=jobs_queue(world_size))
 
     def depth(self) -> int | None:
         """Messages waiting in the jobs queue, where the broker can tell."""

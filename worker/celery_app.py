@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
 from celery.signals import celeryd_init, setup_logging
+from kombu import Queue
 
-from core.service.broker import celery_config, make_broker_folders
+from core.service.broker import (
+    celery_config,
+    make_broker_folders,
+    worker_queues,
+    worker_world_size,
+)
 from core.service.config import Settings
 from core.service.logs import configure_logging
+from core.service.sandbox.host import gpu_devices
 from worker.tasks import register_tasks
+
+log = logging.getLogger(__name__)
+
+
+def consumed_queues(settings: Settings) -> list[str]:
+    """The queues this host's worker takes jobs from: those of every world size up to the ranks
+    it can run (its GPUs, or settings.worker_processes on the CPU). Its announcement of how many
+    devices it has: a job waits in its world size's queue for a worker that consumes it."""
+    gpus = sum(1 for device in gpu_devices() if device.removeprefix("/dev/nvidia").isdigit())
+    return worker_queues(worker_world_size(settings, gpus=gpus))
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -19,6 +37,8 @@ def make_celery(settings: Settings) -> Celery:
     Its tasks run with `settings`; nothing is read from the environment here."""
     app = Celery("robustify")
     app.conf.update(celery_config(settings))
+    queues = consumed_queues(settings)
+    app.conf.task_queues = [Queue(name) for name in queues]
     app.conf.update(
         worker_pool="prefork",
         worker_concurrency=1,
@@ -37,6 +57,7 @@ def make_celery(settings: Settings) -> Celery:
         # folders); building the app only describes it.
         if instance is not None and instance.app is app:
             make_broker_folders(settings)
+            log.info("this worker runs jobs of up to %d ranks: queues %s", len(queues), queues)
 
     setup_logging.connect(use_our_logging, weak=False)
     celeryd_init.connect(prepare_broker, weak=False)

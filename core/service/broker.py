@@ -1,5 +1,9 @@
-"""What the API and the worker agree on about the broker: the task's name, the queue, and the
-Celery configuration for long GPU tasks. Neither side imports the other; both import this."""
+"""What the API and the worker agree on about the broker: the task's name, the queues, and the
+Celery configuration for long GPU tasks. Neither side imports the other; both import this.
+
+A job that asks for N ranks (resources.world_size) goes to the queue for N; a worker that can run
+M ranks consumes the queues for every N <= M, so a job waits for a worker with enough devices.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,30 @@ from core.service.config import Settings
 RUN_JOB_TASK = "robustify.run_job"
 JOBS_QUEUE = "robustify-jobs"
 BROKER_SUBFOLDERS = ("queue", "processed", "control")
+MAX_WORLD_SIZE = 64
+
+
+def jobs_queue(world_size: int = 1) -> str:
+    """The queue of the jobs that run across `world_size` processes (1: the original one)."""
+    if not 1 <= world_size <= MAX_WORLD_SIZE:
+        raise ValueError(f"world_size must be between 1 and {MAX_WORLD_SIZE}, got {world_size}")
+    return JOBS_QUEUE if world_size == 1 else f"{JOBS_QUEUE}.ranks.{world_size}"
+
+
+def worker_world_size(settings: Settings, *, gpus: int) -> int:
+    """How many ranks this worker can run one job across: the GPUs it sees (`gpus`, one for a
+    worker pinned to cuda:N), or on the CPU settings.worker_processes."""
+    device = settings.worker_device
+    if device is not None and device.startswith("cuda"):
+        return 1 if ":" in device else max(gpus, 1)
+    if device is None and gpus:
+        return gpus
+    return settings.worker_processes
+
+
+def worker_queues(world_size: int) -> list[str]:
+    """The queues a worker that can run `world_size` ranks consumes."""
+    return [jobs_queue(size) for size in range(1, min(world_size, MAX_WORLD_SIZE) + 1)]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # Celery: hard time limit < visibility timeout (a message is never redelivered mid-run).
     task_time_limit_seconds: int = Field(default=24 * 3600, ge=60)
     worker_device: str | None = None  # e.g. "cuda:0"; default: cuda if available, else cpu
+    # A CPU worker's ranks: the most processes (resources.world_size, gloo) it runs one job
+    # across. A GPU worker has one rank per GPU it sees.
+    worker_processes: int = Field(default=1, ge=1, le=64)
     # Uploaded ImageFolder archives, extracted once per sha256 and reused by later jobs (default:
     # <data_dir>/dataset-cache); the least recently used entries go past the size bound.
     dataset_cache_dir: Path | None = None

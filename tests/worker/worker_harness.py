@@ -35,6 +35,7 @@ from core.service.context import ServiceContext
 from core.service.db import transaction
 from core.service.jobs import lifecycle
 from core.service.tables import Checkpoint, Job, JobEvent, Model
+from worker.celery_app import consumed_queues
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # One torch thread in the workers: on two shared cores more threads only contend (and the
@@ -134,7 +135,7 @@ class WorkerProcess:
         self.log_path = log_path
         argv = [
             sys.executable, "-m", "celery", "-A", "worker.main", "worker",
-            "--pool", "prefork", "--concurrency", "1", "-Q", JOBS_QUEUE,
+            "--pool", "prefork", "--concurrency", "1", "-Q", ",".join(consumed_queues(settings)),
             "--without-heartbeat", "--without-gossip", "--without-mingle",
             "--loglevel", "INFO", "--hostname", f"test-{uuid.uuid4().hex[:8]}@%h",
         ]  # fmt: skip

@@ -5,6 +5,10 @@ It holds no secret and reaches no database or artifact store: it reads `request.
 files the worker staged beside it, loads the model and data, evaluates, fine-tunes and writes
 its results into the folder, and talks to the worker (core.service.jobs.pipeline) over stdin/stdout
 in core.service.engine.protocol's JSON lines, asking before every batch whether to go on.
+
+A job of several processes runs this module once per rank under torchrun
+(core.service.engine.channel.engine_argv): rank 0 speaks the protocol and evaluates; the other
+ranks only train (core.robust.distributed), never touch the pipe, and die with torchrun.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import logging
 import math
 import os
 import platform
+import signal
 import sys
-from dataclasses import asdict, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -58,6 +64,9 @@ RESULT_FACTS = (
     "optimizer",
     "stopped_early",
 )
+# The other ranks wait in a collective while rank 0 alone evaluates before the training: hours
+# on a large test set. A rank that dies ends the others at once (its sockets close).
+GROUP_TIMEOUT_SECONDS = 6 * 3600.0
 
 
 class StopAsked(Exception):
@@ -96,16 +105,63 @@ class Channel:
             raise StopAsked
 
 
+class SilentChannel:
+    """A rank other than 0: the same moves off fds 0 and 1 (the model may print), and nothing
+    said or asked. The engine calls back on rank 0 only; rank 0 answers for all of them."""
+
+    def __init__(self) -> None:
+        os.dup2(2, 1)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+
+    def send(self, message: Any) -> None:
+        pass
+
+    def ask(self, message: Any) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class RankPlace:
+    """This process's place among the job's ranks (torchrun's RANK, LOCAL_RANK, WORLD_SIZE)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def from_launcher(cls, environment: Mapping[str, str]) -> RankPlace:
+        return cls(
+            rank=int(environment.get("RANK", "0")),
+            local_rank=int(environment.get("LOCAL_RANK", "0")),
+            world_size=int(environment.get("WORLD_SIZE", "1")),
+        )
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+
 class EngineJob:
     """The job's phases in the engine: load, evaluate before, fine-tune, evaluate after."""
 
-    def __init__(self, request: dict[str, Any], channel: Channel) -> None:
+    def __init__(
+        self,
+        request: dict[str, Any],
+        channel: Channel | SilentChannel,
+        place: RankPlace | None = None,
+    ) -> None:
         import torch
 
         from core.robust.measure import default_device
 
         self.request, self.channel = request, channel
-        self.device = torch.device(request["device"]) if request["device"] else default_device()
+        self.place = place or RankPlace()
+        device = torch.device(request["device"]) if request["device"] else default_device()
+        if self.place.world_size > 1 and device.type == "cuda":
+            device = torch.device("cuda", self.place.local_rank)  # one GPU per rank
+        self.device = device
 
     def run(self) -> None:
         from core.service.jobs.jobconfig import evaluation_settings, threat_model
@@ -117,7 +173,7 @@ class EngineJob:
             data = self._with_validation(data)
         threat = threat_model(self.request["config"])
         evaluation = self._sized(evaluation_settings(self.request["config"]), data, threat)
-        if not self.request["has_before"]:
+        if not self.request["has_before"] and self.place.leader:
             self.channel.ask(PhaseStarted(phase="evaluating_before"))
             report = self._evaluate(model, data, threat, evaluation)
             Path(BEFORE_REPORT).write_text(json.dumps(report.to_dict()))
@@ -153,6 +209,8 @@ class EngineJob:
             on_probe_batch=self._probe_batch,
             on_decision=self._decision,
         )
+        if not self.place.leader:
+            return  # rank 0 evaluates and hands over the result
         self.channel.ask(PhaseStarted(phase="evaluating_after"))
         after = self._evaluate(result.model, data, threat, evaluation)
         Path(AFTER_REPORT).write_text(json.dumps(after.to_dict()))
@@ -352,11 +410,23 @@ class EngineJob:
                 else platform.processor() or platform.machine()
             )[:200],
             torch_threads=torch.get_num_threads(),
+            world_size=self.place.world_size,
         )
 
 
+def _die_with_parent() -> None:
+    """A rank dies with torchrun: a worker that kills the engine kills every rank, sandboxed in
+    namespaces or not."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def main() -> int:
-    channel = Channel()
+    place = RankPlace.from_launcher(os.environ)
+    channel = Channel() if place.leader else SilentChannel()
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
@@ -365,11 +435,18 @@ def main() -> int:
 
     from core.service.sandbox.limits import limit_self
 
-    torch.set_num_threads(request["threads"])
+    # The worker's threads are the job's: shared among its ranks on the CPU.
+    torch.set_num_threads(max(1, request["threads"] // place.world_size))
     # After the imports, before the user's file is opened: the cap is on what the file costs.
     limit_self(memory_bytes=request["memory_bytes"], cpu_seconds=None)
     try:
-        EngineJob(request, channel).run()
+        job = EngineJob(request, channel, place)
+        if place.world_size > 1:
+            from core.robust.distributed import start_process_group
+
+            _die_with_parent()
+            start_process_group(job.device, timeout_seconds=GROUP_TIMEOUT_SECONDS)
+        job.run()
     except StopAsked:
         channel.send(Stopped())
     except WorkerGone:

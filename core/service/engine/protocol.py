@@ -75,6 +75,8 @@ class Environment(_Strict):
     device_type: Literal["cpu", "cuda", "mps"]
     device_name: ShortText
     torch_threads: Annotated[int, Field(ge=1, le=4096)]
+    # The processes the job ran across (torchrun's ranks), each with torch_threads threads.
+    world_size: Annotated[int, Field(ge=1, le=1024)] = 1
 
 
 class ValidationFacts(_Strict):
