@@ -30,11 +30,13 @@ test: lint
 	$(BIN)/python -m pytest
 
 bench: install
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m benchmarks.aft_vs_scratch
 	$(BIN)/python -m benchmarks.schedules
 	$(BIN)/python -m benchmarks.pgd_speed
 	$(BIN)/python -m benchmarks.zoo --threads 2
 	$(BIN)/python -m benchmarks.eval_cost --threads 2
+	$(BIN)/python -m benchmarks.throughput --threads 2
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache .mypy_cache
