@@ -9,16 +9,10 @@ from celery import Celery
 from celery.signals import celeryd_init, setup_logging
 from kombu import Queue
 
-from core.service.broker import (
-    celery_config,
-    make_broker_folders,
-    worker_queues,
-    worker_world_size,
-)
+from core.service.broker import celery_config, make_broker_folders, worker_queues
 from core.service.config import Settings
 from core.service.logs import configure_logging
-from core.service.sandbox.host import gpu_devices
-from worker.tasks import register_tasks
+from worker.tasks import register_tasks, worker_ranks
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +21,7 @@ def consumed_queues(settings: Settings) -> list[str]:
     """The queues this host's worker takes jobs from: those of every world size up to the ranks
     it can run (its GPUs, or settings.worker_processes on the CPU). Its announcement of how many
     devices it has: a job waits in its world size's queue for a worker that consumes it."""
-    gpus = sum(1 for device in gpu_devices() if device.removeprefix("/dev/nvidia").isdigit())
-    return worker_queues(worker_world_size(settings, gpus=gpus))
+    return worker_queues(worker_ranks(settings))
 
 
 def make_celery(settings: Settings) -> Celery:

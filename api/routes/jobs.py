@@ -38,6 +38,7 @@ from api.schemas import (
 )
 from api.slots import OwnerSlots, Slot
 from core.service import catalog
+from core.service.broker import world_size_of
 from core.service.context import ServiceContext
 from core.service.errors import InvalidRequest, NotFound
 from core.service.jobs import jobconfig, lifecycle
@@ -104,7 +105,7 @@ def create_job(
     if not created:
         return _replay(job, request_hash, response)
     log.info("job %s created (%s)", job.id, job.kind, extra={"job_id": job.id})
-    _enqueue(queue, job.id)
+    _enqueue(queue, job.id, world_size=world_size_of(job.config))
     return JobOut.of(job)
 
 
@@ -140,9 +141,9 @@ def _check_job(session: Session, owner_id: str, body: JobCreate, config: dict[st
     jobconfig.evaluation_settings(config)
 
 
-def _enqueue(queue: JobQueue, job_id: str) -> None:
+def _enqueue(queue: JobQueue, job_id: str, *, world_size: int) -> None:
     try:
-        queue.enqueue(job_id)
+        queue.enqueue(job_id, world_size=world_size)
     except Exception:  # the job is safe in the DB: the sweeper sends it again later
         log.exception(
             "job %s: could not reach the broker; the sweeper will enqueue it",

@@ -7,6 +7,7 @@ M ranks consumes the queues for every N <= M, so a job waits for a worker with e
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from core.service.config import Settings
@@ -33,6 +34,12 @@ def worker_world_size(settings: Settings, *, gpus: int) -> int:
     if device is None and gpus:
         return gpus
     return settings.worker_processes
+
+
+def world_size_of(config: Mapping[str, Any]) -> int:
+    """The ranks a job's stored config asks for (resources.world_size; 1 when it says none)."""
+    resources = config.get("resources") or {}
+    return int(resources.get("world_size") or 1)
 
 
 def worker_queues(world_size: int) -> list[str]:

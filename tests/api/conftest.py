@@ -103,9 +103,9 @@ def enqueued(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     queue = app.state.queue
     send = queue.enqueue
 
-    def listen(job_id: str) -> None:
+    def listen(job_id: str, **routing: int) -> None:
         calls.append(job_id)
-        send(job_id)
+        send(job_id, **routing)
 
     monkeypatch.setattr(queue, "enqueue", listen)
     return calls

@@ -49,7 +49,7 @@ def test_tasks_run_with_the_settings_the_app_was_built_from(
     settings = Settings(data_dir=tmp_path, worker_device="cuda:1")
     ran: list[tuple[str, Settings]] = []
 
-    def fake_run(job_id: str, given: Settings) -> None:
+    def fake_run(job_id: str, given: Settings, **_: object) -> None:
         ran.append((job_id, given))
 
     monkeypatch.setattr(worker.tasks, "run_in_this_process", fake_run)
