@@ -75,4 +75,3 @@ def test_wilson_interval_matches_the_textbook_values(
 
 def test_wilson_interval_on_no_samples_is_everything():
     assert wilson_interval(0.7, 0) == (0.0, 1.0)
-
