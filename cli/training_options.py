@@ -124,6 +124,24 @@ class TrainingOptions:
         ),
     ] = "auto"
 
+    precision: Annotated[
+        Literal["auto", "fp32", "bf16", "fp16"],
+        typer.Option(
+            help="The training step's arithmetic: auto (default) = bf16 on a GPU that has it, "
+            "else fp16 with a gradient scaler, fp32 on a CPU worker. Evaluation stays fp32.",
+            rich_help_panel=TRAINING,
+        ),
+    ] = "auto"
+    compile: Annotated[
+        bool | None,
+        typer.Option(
+            "--compile/--no-compile",
+            help="torch.compile the model for training: faster GPU steps after a compilation "
+            "at the start (default off).",
+            rich_help_panel=TRAINING,
+        ),
+    ] = None
+
     def hyperparameters(self) -> Hyperparameters:
         values = asdict(self)
         # auto is the server's choice: the request leaves the field out.

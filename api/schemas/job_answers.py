@@ -41,6 +41,11 @@ class JobMetrics(BaseModel):
         description='harden jobs: the one trained with, "none", "standard" or "imagenet" '
         '("auto" resolved by the data)',
     )
+    precision: str | None = Field(
+        None,
+        description='harden jobs: the training step\'s, "fp32", "bf16" or "fp16" ("auto" resolved '
+        "on the worker's device)",
+    )
     lr_probe: dict[str, Any] | None = Field(
         None,
         description="the learning-rate probe (peak_lr null): each rate tried with its validation "

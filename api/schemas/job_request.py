@@ -21,7 +21,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from api.schemas.common import ID_PATTERN, Request
 from core.robust.augmentation_choice import AUGMENTATIONS
-from core.robust.finetune_config import ATTACKS, LOSSES, FinetuneConfig
+from core.robust.finetune_config import ATTACKS, LOSSES, PRECISIONS, FinetuneConfig
 from core.robust.optimizer_rates import OPTIMIZERS
 from core.robust.schedules import DECAYS, SCHEDULES
 from core.robust.threat import NORMS, ThreatModel
@@ -117,6 +117,20 @@ class HyperparametersIn(Request):
         "data, never flipping digits: none for the builtin digit sets (digits, digits32, mnist, "
         "svhn) and images under 16 pixels a side, standard up to 64, imagenet above; the "
         "choice made is in the job's metrics and manifest",
+    )
+    precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
+        FINETUNE_DEFAULTS["precision"],
+        description="the training step's arithmetic (its attack and its update): auto = bf16 "
+        "on a GPU that has it, else fp16 with a gradient scaler, and fp32 on a CPU worker; "
+        "fp32, bf16 or fp16 to choose (bf16 and fp16 run on a CPU too, slowly). The evaluations "
+        "and the validation stay fp32 (low-precision gradients can pass for robustness); the "
+        "precision trained with is in the job's metrics and manifest",
+    )
+    compile: bool = Field(
+        FINETUNE_DEFAULTS["compile"],
+        description="torch.compile the model for the training step: faster steps on a GPU "
+        "after a compilation of a minute or more at the start of the run (and of each of the "
+        "learning-rate probe's trials)",
     )
     validation_fraction: float = Field(
         VALIDATION_FRACTION,

@@ -57,6 +57,7 @@ class JobMetrics(ApiObject):
     optimizer: str | None = None  # the one trained with: "sgd" or "adamw" ("auto" resolved)
     # The one trained with: "none", "standard" or "imagenet" (the data's choice for None)
     augmentation: str | None = None
+    precision: str | None = None  # the training step's: "fp32", "bf16" or "fp16"
     lr_probe: dict[str, Any] | None = None  # the probe's rates, scores, choice and cost
     guards: list[dict[str, Any]] = field(default_factory=list)  # a step back, a stop
     # When no epoch kept clean accuracy: the mix of the best epoch's weights with the uploaded

@@ -47,6 +47,10 @@ class Hyperparameters(JobOptions):
     # none, standard (4-pixel padded crop and flip) or imagenet (resized crop and flip); None:
     # the server's choice by the data (never flipping digits)
     augmentation: str | None = None
+    # The training step's: auto (bf16 or fp16 on a GPU, fp32 on a CPU), fp32, bf16 or fp16;
+    # evaluation stays fp32
+    precision: str | None = None
+    compile: bool | None = None  # torch.compile the model for training (the GPU's gain)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -44,7 +44,7 @@ def test_job_is_created_with_defaults_filled_and_enqueued(
     assert job["metrics"] == {
         "before": None, "after": None, "epochs": [], "best_epoch": None, "verdict": None,
         "validation": None, "peak_lr": None, "optimizer": None, "augmentation": None,
-        "lr_probe": None, "guards": [], "interpolation": None,
+        "precision": None, "lr_probe": None, "guards": [], "interpolation": None,
     }  # fmt: skip
     with context.sessions() as session:
         stored = session.get(Job, job["id"])
@@ -71,6 +71,8 @@ def test_job_is_created_with_defaults_filled_and_enqueued(
         ("hyperparameters", {"optimizer": "lamb"}, "hyperparameters.optimizer"),
         ("hyperparameters", {"augmentation": "cutmix"}, "hyperparameters.augmentation"),
         ("hyperparameters", {"augmentation": "auto"}, "hyperparameters.augmentation"),
+        ("hyperparameters", {"precision": "fp8"}, "hyperparameters.precision"),
+        ("hyperparameters", {"compile": "sometimes"}, "hyperparameters.compile"),
         ("hyperparameters", {"epoch": 3}, "hyperparameters.epoch"),
         ("hyperparameters", {"validation_fraction": 0}, "hyperparameters.validation_fraction"),
         ("hyperparameters", {"max_clean_drop": -0.1}, "hyperparameters.max_clean_drop"),
@@ -150,6 +152,25 @@ def test_each_augmentation_is_accepted_and_stored(
     # Asked for, it is what the run uses whatever the data.
     resolved = jobconfig.finetune_config(config, dataset="ds_x", input_shape=(3, 224, 224))
     assert resolved.augmentation == augmentation
+
+
+@pytest.mark.parametrize(("precision", "compile"), [("bf16", True), ("fp16", False)])
+def test_precision_and_compile_are_accepted_and_reach_the_engines_config(
+    client: TestClient,
+    headers: dict[str, str],
+    context: ServiceContext,
+    stored_model: dict[str, Any],
+    precision: str,
+    compile: bool,
+):
+    hyperparameters = {"precision": precision, "compile": compile}
+    body = job_body(stored_model["id"], hyperparameters=hyperparameters)
+    response = client.post("/v1/jobs", headers=headers, json=body)
+
+    assert response.status_code == 202, response.text
+    assert response.json()["hyperparameters"]["precision"] == precision
+    resolved = jobconfig.finetune_config(stored_config(context, response.json()["id"]))
+    assert (resolved.precision, resolved.compile) == (precision, compile)
 
 
 def test_augmentation_left_out_is_resolved_by_the_data_where_the_run_starts(

@@ -171,6 +171,25 @@ def test_harden_augmentation_reaches_the_jobs_hyperparameters(
     assert refused.returncode == 2 and "cutmix" in refused.stderr, output_of(refused)
 
 
+def test_harden_precision_and_compile_reach_the_jobs_hyperparameters(
+    running_service: RunningService, model_id: str
+) -> None:
+    created = running_service.run(
+        "harden", model_id, "--epochs", "200", "--epsilon", "0.2", "--max-samples", "50",
+        "--precision", "bf16", "--compile",
+    )  # fmt: skip
+    assert created.returncode == 0, output_of(created)
+    job_id = created.stdout.strip().splitlines()[-1]
+    running_service.run("jobs", "cancel", job_id)  # only its stored config is of interest
+    refused = running_service.run("harden", model_id, "--precision", "fp8")
+
+    with running_service.client() as client:
+        job = client.jobs.get(job_id)
+    assert job.hyperparameters["precision"] == "bf16"
+    assert job.hyperparameters["compile"] is True
+    assert refused.returncode == 2 and "fp8" in refused.stderr, output_of(refused)
+
+
 def test_a_run_that_lost_clean_accuracy_shows_the_mix_handed_back(
     running_service: RunningService, model_id: str
 ) -> None:

@@ -223,9 +223,16 @@ class EngineJob:
                 model=RESULT_MODEL,
                 after=AFTER_REPORT,
                 augmentation=config.augmentation,
+                precision=self._precision(config),
                 **facts,
             )
         )
+
+    def _precision(self, config: Any) -> str:
+        """The precision the run trained with: its "auto" resolved on this device."""
+        from core.robust.precision import resolve_speed
+
+        return resolve_speed(self.device, precision=config.precision).precision
 
     def _probe_batch(
         self, candidate: int, candidates: int, step: int, steps: int, job_share: float

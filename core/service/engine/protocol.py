@@ -213,6 +213,8 @@ class Finished(_Strict):
     optimizer: Annotated[str, Field(pattern="^(sgd|adamw)$")] | None = None
     # The one trained with ("auto" resolved by the data).
     augmentation: Augmentation | None = None
+    # The training step's ("auto" resolved on the engine's device).
+    precision: Annotated[str, Field(pattern="^(fp32|bf16|fp16)$")] | None = None
     stopped_early: bool = False  # the guards ended training before its last epoch
 
 

@@ -37,6 +37,8 @@ def build_manifest(
         "optimizer": finished.optimizer,
         # The augmentation trained with: the config's, or the data's default for null ("auto").
         "augmentation": finished.augmentation,
+        # The training step's precision on the worker's device ("auto" resolved).
+        "precision": finished.precision,
         # The mix with the starting weights handed back when no epoch kept clean accuracy (a
         # fraction None: the best epoch's weights stayed); None: no search was made.
         "interpolation": _interpolation_manifest(job),

@@ -88,14 +88,15 @@ def _hardening_metrics(
     context: JobContext, engine: EngineChannel, finished: Finished, *, after_file: str
 ) -> dict[str, Any]:
     """What hardening adds to the job's metrics: the evaluation after, the epoch handed back
-    and why, the rate, optimizer and augmentation trained with, every epoch's metrics and the
-    verdict."""
+    and why, the rate, optimizer, augmentation and precision trained with, every epoch's
+    metrics and the verdict."""
     metrics: dict[str, Any] = {
         "after": read_report(engine, after_file),
         "best_epoch": finished.best_epoch,
         "peak_lr": finished.peak_lr,
         "optimizer": finished.optimizer,
         "augmentation": finished.augmentation,
+        "precision": finished.precision,
         "stopped_early": finished.stopped_early,
     }
     if finished.dataset.validation is None:
