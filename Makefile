@@ -37,6 +37,8 @@ bench: install
 	$(BIN)/python -m benchmarks.zoo --threads 2
 	$(BIN)/python -m benchmarks.eval_cost --threads 2
 	$(BIN)/python -m benchmarks.throughput --threads 2
+	$(BIN)/python -m benchmarks.data_scale
+	$(BIN)/python -m benchmarks.ddp
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache .mypy_cache
