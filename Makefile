@@ -32,6 +32,7 @@ test: lint
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m benchmarks.aft_vs_scratch
+	$(BIN)/python -m benchmarks.aft_vs_scratch --setting digits32_resnet18
 	$(BIN)/python -m benchmarks.schedules
 	$(BIN)/python -m benchmarks.pgd_speed
 	$(BIN)/python -m benchmarks.zoo --threads 2

@@ -1,8 +1,10 @@
-"""AFT vs PGD adversarial training from scratch, on digits at Linf 0.2 (see benchmarks/common.py).
+"""AFT vs PGD adversarial training from scratch, in two settings (`--setting`).
 
-Per seed, the same architecture (builtin:digits_cnn) is trained three ways:
+digits (the default; benchmarks/common.py): 8x8 digits at Linf 0.2. Per seed, the same
+architecture (builtin:digits_cnn) is trained three ways:
 - AFT: clean pretraining (train_clean, 15 epochs), then `adversarial_finetune` with the
-  default FinetuneConfig (slow start fast decay, 10 epochs).
+  default FinetuneConfig (slow start fast decay, 10 epochs) at a fixed peak rate of 0.2 (the
+  default before the engine's probe; no probe cost).
 - AFT, long: the same with 30 epochs, i.e. the same adversarial budget as scratch AT.
 - Scratch AT: `adversarial_finetune` on the *untrained* (randomly initialised) net, 30 epochs,
   the classic piecewise schedule of Madry et al. / Rice et al. (lr 0.1, x0.1 at 50% and 75% of
@@ -13,168 +15,64 @@ Per seed, the same architecture (builtin:digits_cnn) is trained three ways:
 Each run keeps its best epoch by validation PGD-10 accuracy on 200 held-out training images;
 accuracies reported are on the 360 test images (clean and PGD-20).
 
+digits32_resnet18 (the paper's shape, 3x32x32; benchmarks/aft_vs_scratch_settings.py):
+torchvision's resnet18 (10 classes, behind the zoo's fixed input normalization) on
+builtin:digits32 at Linf 8/255, the validation split a seeded 10% holdout of the training
+images (`with_validation`). Pretraining: train_clean (SGD, lr 0.05, cosine, batch 64) with a
+random crop of the 4-pixel zero-padded image and *no* flip (a mirrored digit is no digit).
+AFT (peak rate 0.02) and scratch AT (the digits recipe above) train without augmentation:
+FinetuneConfig's "standard" crop always flips. `--device cpu` runs a reduced size (512 train
+images, 15 pretraining epochs, PGD-3, AFT 4 epochs, scratch 12, 100 validation and 200 test
+images: about 20 minutes for 2 seeds on 2 shared cores); `--device cuda` the full one (every
+training image, 30 pretraining epochs, PGD-7, AFT 10 epochs, AFT long and scratch 30, the
+whole 144 validation and 360 test images), sized for a few minutes on one GPU (an estimate
+from its FLOPs, never run here). `--quick`: a tiny run of either setting that only checks the
+code (its results go to a *_quick.json file).
+
 THE RATIO (the paper claims 8-10x): let `target` be the best validation robust accuracy
 scratch AT reaches; scratch's cost is its cumulative adversarial passes (and training seconds)
 at the first epoch reaching it, AFT's cost is the same at its first epoch reaching `target`
 (with and without the clean pretraining added). If AFT never gets there, that is reported.
-The converse (scratch's cost to reach AFT's best validation robust accuracy) is reported too.
+The converse (scratch's cost to reach AFT's best validation robust accuracy) is reported too;
+where scratch never gets there, its whole run's cost over AFT's is given as a lower bound.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
+from benchmarks.aft_vs_scratch_runs import compare, run_seed
+from benchmarks.aft_vs_scratch_settings import AFT, AFT_LONG, SCRATCH, SETTINGS, make_setting
 from benchmarks.common import (
     base_parser,
-    digits_setup,
-    evaluate_digits,
     fmt_num,
     fmt_pct,
-    fresh_digits_cnn,
-    image_passes,
-    log,
     markdown_table,
     mean_and_spread,
-    pretrained_digits_cnn,
     set_threads,
     summary,
     write_results,
 )
-from core.robust.finetune import EpochMetrics, FinetuneConfig, adversarial_finetune
 
-AFT = "AFT"
-AFT_LONG = "AFT, long"
-SCRATCH = "Scratch PGD-AT"
-
-
-def configs(quick: bool, aft_peak_lr: float | None = None) -> dict[str, FinetuneConfig]:
-    short, long = (4, 8) if quick else (10, 30)
-    return {
-        AFT: FinetuneConfig(epochs=short, peak_lr=aft_peak_lr),
-        AFT_LONG: FinetuneConfig(epochs=long, peak_lr=aft_peak_lr),
-        SCRATCH: FinetuneConfig(
-            epochs=long, schedule="piecewise", peak_lr=0.1, epsilon_rampup_fraction=0.2
-        ),
-    }
-
-
-@dataclass
-class Run:
-    clean: float
-    robust: float
-    best_epoch: int
-    history: list[EpochMetrics]
-    batch_size: int
-
-    def cost_at(self, epoch: int) -> tuple[int, float]:
-        """(cumulative adversarial image passes, training seconds) at the end of `epoch`."""
-        metrics = self.history[epoch - 1]
-        return image_passes(metrics, batch_size=self.batch_size), metrics.train_seconds
-
-    @property
-    def total_cost(self) -> tuple[int, float]:
-        return self.cost_at(len(self.history))
-
-    @property
-    def best_val_robust(self) -> float:
-        return max(m.val_robust_accuracy or 0.0 for m in self.history)
-
-    def first_epoch_reaching(self, target: float) -> int | None:
-        for metrics in self.history:
-            if (metrics.val_robust_accuracy or 0.0) >= target - 1e-9:
-                return metrics.epoch
-        return None
-
-    def to_json(self) -> dict[str, Any]:
-        passes, seconds = self.total_cost
-        return {
-            "test_clean_accuracy": self.clean,
-            "test_pgd20_accuracy": self.robust,
-            "best_epoch": self.best_epoch,
-            "adversarial_image_passes": passes,
-            "adversarial_train_seconds": seconds,
-            "history": [asdict(m) for m in self.history],
-        }
-
-
-def run_seed(seed: int, quick: bool, aft_peak_lr: float | None) -> dict[str, Any]:
-    setup = digits_setup()
-    runs: dict[str, Run] = {}
-    pretrained = pretrained_digits_cnn(seed)
-    pre_clean, pre_robust = evaluate_digits(pretrained.model)
-    log(f"seed {seed}: pretrained clean {pre_clean:.3f} PGD-20 {pre_robust:.3f}")
-    for name, config in configs(quick, aft_peak_lr).items():
-        config = FinetuneConfig(**{**asdict(config), "seed": seed})
-        start = fresh_digits_cnn(seed) if name == SCRATCH else pretrained.model
-        result = adversarial_finetune(
-            start, setup.train, setup.threat, config, val=setup.val, device="cpu"
-        )
-        clean, robust = evaluate_digits(result.model)
-        runs[name] = Run(clean, robust, result.best_epoch, result.history, config.batch_size)
-        log(
-            f"seed {seed}: {name}: clean {clean:.3f} PGD-20 {robust:.3f} best epoch "
-            f"{result.best_epoch} val robust "
-            f"{[round(m.val_robust_accuracy or 0, 2) for m in result.history]} "
-            f"({result.history[-1].train_seconds:.1f} s)"
-        )
-    return {
-        "seed": seed,
-        "pretrained": pretrained,
-        "pretrained_test": (pre_clean, pre_robust),
-        "runs": runs,
-    }
-
-
-def ratio(numerator: float, denominator: float) -> float:
-    return numerator / denominator if denominator > 0 else float("inf")
-
-
-def compare(
-    seeds: list[dict[str, Any]], *, slow: str, fast: str, target_from: str
-) -> dict[str, Any]:
-    """Cost of `slow` over cost of `fast` to reach `target_from`'s best validation robust acc.
-
-    The pretraining cost is added to whichever side is an AFT run (for the 'incl.' ratios).
-    """
-    per_seed = []
-    for record in seeds:
-        runs: dict[str, Run] = record["runs"]
-        pre = record["pretrained"]
-        target = runs[target_from].best_val_robust
-        epochs = {name: runs[name].first_epoch_reaching(target) for name in (slow, fast)}
-        entry: dict[str, Any] = {"seed": record["seed"], "target_val_robust": target}
-        for side, name in (("slow", slow), ("fast", fast)):
-            epoch = epochs[name]
-            entry[f"{side}_epoch"] = epoch
-            if epoch is None:
-                continue
-            passes, seconds = runs[name].cost_at(epoch)
-            entry[f"{side}_passes"], entry[f"{side}_seconds"] = passes, seconds
-            extra = (pre.image_passes, pre.seconds) if name != SCRATCH else (0, 0.0)
-            entry[f"{side}_passes_incl_pretrain"] = passes + extra[0]
-            entry[f"{side}_seconds_incl_pretrain"] = seconds + extra[1]
-        if epochs[slow] is not None and epochs[fast] is not None:
-            entry["ratio_passes"] = ratio(entry["slow_passes"], entry["fast_passes"])
-            entry["ratio_seconds"] = ratio(entry["slow_seconds"], entry["fast_seconds"])
-            entry["ratio_passes_incl_pretrain"] = ratio(
-                entry["slow_passes_incl_pretrain"], entry["fast_passes_incl_pretrain"]
-            )
-            entry["ratio_seconds_incl_pretrain"] = ratio(
-                entry["slow_seconds_incl_pretrain"], entry["fast_seconds_incl_pretrain"]
-            )
-        per_seed.append(entry)
-    return {"slow": slow, "fast": fast, "target_from": target_from, "per_seed": per_seed}
+DEFAULT_SEEDS = {"digits": 5, "digits32_resnet18": 2}
 
 
 def _ratio_cell(comparison: dict[str, Any], key: str) -> str:
+    """The ratio over the seeds where both reach the target; where only the AFT side does,
+    the lower bound (scratch's whole run over AFT's cost) is said beside it."""
     values = [e[key] for e in comparison["per_seed"] if key in e]
-    if not values:
-        return "never reached"
+    bounds = [e[f"at_least_{key}"] for e in comparison["per_seed"] if f"at_least_{key}" in e]
+    cells = []
     if len(values) == 1:
-        return f"{values[0]:.2f}x (1 seed)"
-    return f"{fmt_num(values, 2)}x"
+        cells.append(f"{values[0]:.2f}x (1 seed)")
+    elif values:
+        cells.append(f"{fmt_num(values, 2)}x")
+    if bounds:
+        seeds = "1 seed" if len(bounds) == 1 else f"{len(bounds)} seeds"
+        cells.append(f"> {min(bounds):.2f}x (scratch never reached, {seeds})")
+    return "; ".join(cells) or "never reached"
 
 
 def _min_max(values: list[float]) -> str:
@@ -182,20 +80,42 @@ def _min_max(values: list[float]) -> str:
 
 
 def main() -> None:
-    parser = base_parser(__doc__ or "", seeds=5)
+    parser = base_parser(__doc__ or "", seeds=None)
+    parser.add_argument(
+        "--setting",
+        choices=SETTINGS,
+        default="digits",
+        help="digits: the 8x8 digits CNN at Linf 0.2; digits32_resnet18: resnet18 on 3x32x32 "
+        "digits32 at Linf 8/255 (default digits)",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (digits32_resnet18: the reduced run) or cuda (digits32_resnet18 only: the "
+        "full run)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="number of seeds, 0..N-1 (default: 5 for digits, 2 for digits32_resnet18; --quick: 1)",
+    )
     parser.add_argument(
         "--aft-peak-lr",
         type=float,
         default=None,
-        help="override FinetuneConfig's default peak_lr for the AFT runs; the results then go "
-        "to results/aft_vs_scratch_lr<value>.json",
+        help="the AFT runs' peak rate (default: 0.2 for digits, 0.02 for digits32_resnet18); "
+        "a given one goes into the results file's name (_lr<value>)",
     )
     args = parser.parse_args()
     set_threads(args.threads)
     started = time.perf_counter()
-    seed_count = 1 if args.quick and args.seeds == 5 else args.seeds
-    seeds = [run_seed(seed, args.quick, args.aft_peak_lr) for seed in range(seed_count)]
-    names = list(configs(args.quick, args.aft_peak_lr))
+    setting = make_setting(
+        args.setting, quick=args.quick, device=args.device, aft_peak_lr=args.aft_peak_lr
+    )
+    seed_count = args.seeds or (1 if args.quick else DEFAULT_SEEDS[args.setting])
+    seeds = [run_seed(setting, seed) for seed in range(seed_count)]
+    names = list(setting.configs)
 
     rows = []
     pre_passes = [s["pretrained"].image_passes for s in seeds]
@@ -217,7 +137,7 @@ def main() -> None:
     )
     for name in names:
         runs = [s["runs"][name] for s in seeds]
-        config = configs(args.quick, args.aft_peak_lr)[name]
+        config = setting.configs[name]
         adv_passes = [r.total_cost[0] for r in runs]
         adv_seconds = [r.total_cost[1] for r in runs]
         is_aft = name != SCRATCH
@@ -227,8 +147,10 @@ def main() -> None:
         total_seconds = [
             a + (p if is_aft else 0.0) for a, p in zip(adv_seconds, pre_seconds, strict=True)
         ]
+        rates = "/".join(sorted({f"{r.peak_lr:g}" for r in runs}))
+        chosen = "" if config.peak_lr is not None else " (probe)"
         label = (
-            f"{name} ({config.epochs} ep, {config.schedule}, lr {config.peak_lr:g}, "
+            f"{name} ({config.epochs} ep, {config.schedule}, lr {rates}{chosen}, "
             f"ramp {config.epsilon_rampup_fraction:g})"
         )
         rows.append(
@@ -263,11 +185,11 @@ def main() -> None:
         rows,
     )
 
+    pairs = [(AFT, SCRATCH), (AFT_LONG, SCRATCH), (AFT, AFT), (AFT_LONG, AFT_LONG)]
     comparisons = [
-        compare(seeds, slow=SCRATCH, fast=AFT, target_from=SCRATCH),
-        compare(seeds, slow=SCRATCH, fast=AFT_LONG, target_from=SCRATCH),
-        compare(seeds, slow=SCRATCH, fast=AFT, target_from=AFT),
-        compare(seeds, slow=SCRATCH, fast=AFT_LONG, target_from=AFT_LONG),
+        compare(seeds, slow=SCRATCH, fast=fast, target_from=target_from)
+        for fast, target_from in pairs
+        if fast in setting.configs
     ]
     ratio_rows = []
     for comparison in comparisons:
@@ -307,14 +229,11 @@ def main() -> None:
 
     payload = {
         "setup": {
-            "data": "builtin:digits, 1237 train / 200 val (held out from train) / 360 test",
-            "threat": "linf eps 0.2; train PGD-7 (step 2.5*eps/7, random start); val PGD-10; "
-            "test PGD-20, 1 restart",
-            "architecture": "builtin:digits_cnn",
+            "setting": setting.name,
+            "device": setting.device,
+            **setting.description,
             "compute_unit": "image forward+backward passes (PGD-k epoch = (k+1) x train images)",
-            "configs": {
-                name: asdict(c) for name, c in configs(args.quick, args.aft_peak_lr).items()
-            },
+            "configs": {name: asdict(c) for name, c in setting.configs.items()},
         },
         "summary": {
             name: {
@@ -350,10 +269,9 @@ def main() -> None:
             for s in seeds
         ],
     }
-    name = (
-        "aft_vs_scratch" if args.aft_peak_lr is None else f"aft_vs_scratch_lr{args.aft_peak_lr:g}"
+    write_results(
+        setting.results_name, payload, tables=[table, ratio_table], started=started, args=args
     )
-    write_results(name, payload, tables=[table, ratio_table], started=started, args=args)
     print()
     print("Ratios (scratch-AT cost / AFT cost to reach the same validation robust accuracy):")
     for row in ratio_rows:
