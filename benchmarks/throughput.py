@@ -9,13 +9,16 @@ step 2/255, random start) and an SGD step (momentum 0.9, weight decay 5e-4) per 
   epochs; the second is timed (the first pays for cudnn's search and the compilation).
 - torchattacks: a plain loop over `torchattacks.PGD` and the same SGD step, after a warm-up batch.
 - ART: `AdversarialTrainerMadryPGD` over a `PyTorchClassifier` (numpy in and out, as ART works;
-  its PGD also runs extra forward passes to log its success rate), after a warm-up batch.
+  its PGD, built by the trainer with its default batch of 32, also runs extra forward passes to
+  log its success rate), after a warm-up batch.
+Each method runs `--rounds` times, round-robin in a rotating order; the median round is kept.
 On a machine without CUDA, the rows that need it say "n/a (no CUDA)".
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -205,21 +208,33 @@ def art_images_per_second(train: ImageDataset, device: torch.device) -> dict[str
 
 
 def measure(args: argparse.Namespace, device: torch.device) -> dict[str, dict[str, Any]]:
+    """Every method `args.rounds` times, round-robin in a rotating order (other work on the
+    machine then weighs on each alike); each reports its median round."""
     train = training_set(args.batches)
     results: dict[str, dict[str, Any]] = {}
+    methods: dict[str, Callable[[], dict[str, Any]]] = {}
     for setting in ENGINE_SETTINGS:
         if setting.needs_cuda and device.type != "cuda":
             results[setting.name] = {"images_per_second": None, "note": NO_CUDA}
         elif setting.compile and args.no_compile:
             results[setting.name] = {"images_per_second": None, "note": "skipped (--no-compile)"}
         else:
-            log(f"{setting.name} ...")
-            results[setting.name] = engine_images_per_second(setting, train, device)
-    log("torchattacks PGD loop ...")
-    results["torchattacks PGD loop"] = torchattacks_images_per_second(train, device)
-    log("ART AdversarialTrainerMadryPGD ...")
-    results["ART AdversarialTrainerMadryPGD"] = art_images_per_second(train, device)
-    return results
+            methods[setting.name] = functools.partial(
+                engine_images_per_second, setting, train, device
+            )
+    methods["torchattacks PGD loop"] = lambda: torchattacks_images_per_second(train, device)
+    methods["ART AdversarialTrainerMadryPGD"] = lambda: art_images_per_second(train, device)
+    names = list(methods)
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for round_index in range(args.rounds):
+        rotation = round_index % len(names)
+        for name in names[rotation:] + names[:rotation]:
+            log(f"round {round_index + 1}/{args.rounds}: {name} ...")
+            rounds[name].append(methods[name]())
+    for name in names:
+        median = sorted(rounds[name], key=lambda r: r["images_per_second"])[len(rounds[name]) // 2]
+        results[name] = {**median, "rounds": rounds[name]}
+    return {name: results[name] for name in [s.name for s in ENGINE_SETTINGS] + names[-2:]}
 
 
 def rate_table(results: dict[str, dict[str, Any]], *, cpu_time: bool) -> str:
@@ -261,6 +276,9 @@ def main() -> None:
         default=None,
         help="timed batches per method (default 20 on CUDA, 3 on the CPU; --quick 1)",
     )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds over every method, medians kept (3)"
+    )
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -282,6 +300,7 @@ def main() -> None:
         "image_shape": [3, 32, 32],
         "attack": {"steps": STEPS, "epsilon": EPSILON, "step_size": STEP_SIZE, "norm": "linf"},
         "timed_images": args.batches * BATCH_SIZE,
+        "rounds": args.rounds,
         "versions": {"torchattacks": torchattacks.__version__, "art": art.__version__},
         "bf16_supported": device.type == "cuda" and torch.cuda.is_bf16_supported(),
         "results": results,
