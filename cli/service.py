@@ -22,7 +22,6 @@ from cli.processes import (
     stop_all,
     stop_on_signals,
 )
-from core.service.broker import JOBS_QUEUE
 from core.service.config import Settings
 from core.service.logs import configure_logging
 
@@ -116,12 +115,13 @@ def _run_celery_worker(*, concurrency: int, device: str | None, node_name: str |
         )
     # The app runs its tasks with these settings (the device included); it also keeps Celery
     # from replacing this logging setup (make_celery connects Celery's setup_logging signal).
-    from worker.celery_app import make_celery
+    from worker.celery_app import consumed_queues, make_celery
 
     code = make_celery(settings).start(
         argv=[
             "worker",
-            f"--queues={JOBS_QUEUE}",
+            # Every world size up to this worker's ranks (its GPUs, or worker_processes).
+            f"--queues={','.join(consumed_queues(settings))}",
             "--pool=prefork",
             f"--concurrency={concurrency}",
             f"--hostname={node_name or _node_name(settings.worker_device)}",

@@ -35,7 +35,12 @@ from robustify.types.jobs import (
     JobMetrics,
     Progress,
 )
-from robustify.types.options import EvaluationOptions, Hyperparameters, ThreatModelOptions
+from robustify.types.options import (
+    EvaluationOptions,
+    Hyperparameters,
+    Resources,
+    ThreatModelOptions,
+)
 
 __all__ = [
     "DEFAULT_URL",
@@ -58,6 +63,7 @@ __all__ = [
     "Model",
     "Progress",
     "ProgressCallback",
+    "Resources",
     "RobustifyError",
     "Stage",
     "ThreatModelOptions",

@@ -25,6 +25,7 @@ from core.robust.finetune_config import ATTACKS, LOSSES, PRECISIONS, FinetuneCon
 from core.robust.optimizer_rates import OPTIMIZERS
 from core.robust.schedules import DECAYS, SCHEDULES
 from core.robust.threat import NORMS, ThreatModel
+from core.service.broker import MAX_WORLD_SIZE
 from core.service.jobs.jobconfig import EVALUATION_ATTACKS, VALIDATION_FRACTION, EvaluationSettings
 
 
@@ -201,6 +202,17 @@ class EvaluationIn(Request):
         return self
 
 
+class ResourcesIn(Request):
+    world_size: int = Field(
+        1,
+        ge=1,
+        le=MAX_WORLD_SIZE,
+        description="processes (one device each: GPUs, or a CPU worker's processes) the "
+        "fine-tuning runs across under torchrun; the job waits for a worker that has as many. "
+        "hyperparameters.batch_size is the global batch and must be divisible by it",
+    )
+
+
 class JobCreate(Request):
     kind: Literal["harden", "evaluate"]
     model_id: str = Field(min_length=1, max_length=40, pattern=ID_PATTERN)
@@ -211,6 +223,27 @@ class JobCreate(Request):
     hyperparameters: HyperparametersIn = Field(default_factory=HyperparametersIn)
     evaluation: EvaluationIn = Field(default_factory=EvaluationIn)
     seed: int = Field(FINETUNE_DEFAULTS["seed"], ge=0, le=2**31 - 1)
+    resources: ResourcesIn = Field(default_factory=ResourcesIn)
+
+    @model_validator(mode="after")
+    def _batch_divides_among_ranks(self) -> JobCreate:
+        world_size, batch_size = self.resources.world_size, self.hyperparameters.batch_size
+        if batch_size % world_size:
+            error = PydanticCustomError(
+                "batch_not_divisible",
+                "batch_size {batch_size} is the global batch: it must be divisible by "
+                "resources.world_size {world_size}",
+                {"batch_size": batch_size, "world_size": world_size},
+            )
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(
+                        type=error, loc=("hyperparameters", "batch_size"), input=batch_size
+                    )
+                ],
+            )
+        return self
 
     def normalized_config(self) -> dict[str, Any]:
         """The config as stored and read by core.service.jobs.jobconfig: every default filled in."""
@@ -220,4 +253,5 @@ class JobCreate(Request):
             # The effective preset, without the deprecated alias it may have come from.
             "evaluation": self.evaluation.model_dump(exclude={"autoattack"}),
             "seed": self.seed,
+            "resources": self.resources.model_dump(),
         }

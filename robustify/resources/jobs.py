@@ -18,7 +18,12 @@ from robustify.errors import ApiUnavailable
 from robustify.follow import follow_job
 from robustify.transfer import ProgressCallback
 from robustify.types.jobs import Checkpoint, Event, Job
-from robustify.types.options import EvaluationOptions, Hyperparameters, ThreatModelOptions
+from robustify.types.options import (
+    EvaluationOptions,
+    Hyperparameters,
+    Resources,
+    ThreatModelOptions,
+)
 
 SSE_RECONNECTS = 3
 
@@ -37,6 +42,7 @@ class Jobs:
         hyperparameters: Hyperparameters | None = None,
         evaluation: EvaluationOptions | None = None,
         seed: int | None = None,
+        resources: Resources | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
         """Queue a `harden` job (adversarial fine-tuning) or an `evaluate` one (robustness
@@ -51,6 +57,8 @@ class Jobs:
             body["evaluation"] = evaluation.to_json()
         if seed is not None:
             body["seed"] = seed
+        if resources is not None:
+            body["resources"] = resources.to_json()
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return Job.from_json(self._connection.json("POST", "/v1/jobs", json=body, headers=headers))
 

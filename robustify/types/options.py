@@ -1,4 +1,5 @@
-"""A job's options as the SDK takes them (`ThreatModelIn`, `HyperparametersIn`, `EvaluationIn`):
+"""A job's options as the SDK takes them (`ThreatModelIn`, `HyperparametersIn`, `EvaluationIn`,
+`ResourcesIn`):
 None leaves a knob to the server's default (the paper's)."""
 
 from __future__ import annotations
@@ -63,3 +64,10 @@ class EvaluationOptions(JobOptions):
     autoattack: bool | None = None  # deprecated: True is attack="autoattack"
     epsilons: list[float] | None = None  # default: multiples of the threat's epsilon
     max_samples: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resources(JobOptions):
+    # Processes (one device each) the fine-tuning runs across; the job waits for a worker that
+    # has as many. Hyperparameters.batch_size is the global batch: divisible by it.
+    world_size: int | None = None

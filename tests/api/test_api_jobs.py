@@ -50,7 +50,8 @@ def test_job_is_created_with_defaults_filled_and_enqueued(
         stored = session.get(Job, job["id"])
         assert stored is not None
         config = stored.config
-    assert set(config) == {"threat_model", "hyperparameters", "evaluation", "seed"}
+    assert set(config) == {"threat_model", "hyperparameters", "evaluation", "seed", "resources"}
+    assert config["resources"] == {"world_size": 1}
     # What the worker will read back, through the same functions it uses.
     assert jobconfig.finetune_config(config) == FinetuneConfig()
     assert jobconfig.threat_model(config) == ThreatModel()

@@ -58,6 +58,8 @@ def build_manifest(
             "name": environment.device_name,
             "torch_threads": environment.torch_threads,
         },
+        # The processes the fine-tuning ran across (torchrun's ranks, one device each).
+        "world_size": environment.world_size,
         "worker": {"host": platform.node(), "sandbox": sandbox.kind},
         "attempts": job.attempts,
     }

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.service.broker import world_size_of
 from core.service.config import Settings
 from core.service.engine.channel import EngineChannel, EngineFailure
 from core.service.errors import (
@@ -124,6 +125,7 @@ def _start_engine(
         read_only=inputs,
         devices=devices,
         environment=_gpu_environment(devices),
+        world_size=world_size_of(context.job.config),
     )
 
 
