@@ -5,7 +5,9 @@ init: only the timing means something) on the first 1,280 builtin:digits32 image
 PGD-3 (Linf 8/255, step 2/255), a global batch of 128, 2 epochs, no validation; each setting
 is launched by `torchrun --standalone --nproc-per-node N -m benchmarks.ddp_rank` (one process
 included, so that all pay the same launcher), gloo between CPU processes. Rank 0 times the
-steps; images per second are from its first step's end to its last's.
+steps; images per second are from its first step's end to its last's. Images per CPU-second
+(the fine-tuning call's images over the CPU time of all ranks' threads) say what each setting
+costs whatever share of a shared machine's cores it got.
 
 On the CPU (`--device cpu`): 1 process with 1 thread, 1 process with `--threads` threads (2)
 and `--processes` (2) processes of 1 thread each: on a 2-core machine the second and the third
@@ -81,6 +83,7 @@ def summarize(setting: Setting, results: list[dict[str, Any]]) -> dict[str, Any]
         "device": results[0]["device"],
         "images_per_second": statistics.median(rates),
         "images_per_second_runs": rates,
+        "images_per_cpu_second": statistics.median(r["images_per_cpu_second"] for r in results),
         "launch_seconds_runs": [result["launch_seconds"] for result in results],
         "runs": results,
     }
@@ -100,6 +103,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                 ", ".join(f"{value:.1f}" for value in row["images_per_second_runs"]),
                 f"{rate / single:.2f}x",
                 "—" if threaded is None else f"{rate / threaded:.2f}x",
+                f"{row['images_per_cpu_second']:.1f}",
                 f"{statistics.median(row['launch_seconds_runs']):.1f}",
             ]
         )
@@ -111,6 +115,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             "runs",
             "vs 1 process x 1 thread",
             "vs 1 process x 2 threads",
+            "images per CPU-second, all ranks",
             "whole launch s",
         ],
         cells,

@@ -5,7 +5,7 @@
 Every rank runs the engine's `adversarial_finetune` (core.robust.distributed splits each global
 batch and averages the gradients); rank 0 times the steps (the engine calls on_batch on rank 0
 only; a step there ends after the gradients' all-reduce, so its rate is the whole group's) and
-writes FILE as JSON.
+writes FILE as JSON, with the CPU seconds of all ranks over the whole fine-tuning call.
 """
 
 from __future__ import annotations
@@ -77,9 +77,15 @@ def main() -> None:
 
     if dist.is_initialized():
         dist.barrier()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     result = adversarial_finetune(model, train, threat, config, on_batch=on_batch, device=device)
     seconds = time.perf_counter() - started
+    # CPU seconds of every rank (all its threads): on a shared machine the wall rate moves with
+    # the share of the cores the scheduler gives; the work per image does not.
+    cpu_seconds = torch.tensor([time.process_time() - cpu_started], dtype=torch.float64)
+    if dist.is_initialized():
+        cpu_seconds = cpu_seconds.to(device)
+        dist.all_reduce(cpu_seconds)
     if rank == 0:
         steps = len(step_ends)
         # From the first step's end to the last's: the steady rate, without the first step's
@@ -95,6 +101,8 @@ def main() -> None:
             "steps": steps,
             "images_per_second": steady,
             "finetune_seconds": seconds,
+            "finetune_cpu_seconds_all_ranks": float(cpu_seconds.item()),
+            "images_per_cpu_second": args.epochs * len(train) / float(cpu_seconds.item()),
             "train_loss": result.history[-1].train_loss,
         }
         args.out.write_text(json.dumps(summary, indent=1))
