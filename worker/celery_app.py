@@ -52,7 +52,13 @@ def make_celery(settings: Settings) -> Celery:
             make_broker_folders(settings)
             log.info("this worker runs jobs of up to %d ranks: queues %s", len(queues), queues)
 
-    setup_logging.connect(use_our_logging, weak=False)
-    celeryd_init.connect(prepare_broker, weak=False)
+    # Celery's signals are the process's: the app built last replaces an earlier app's
+    # receivers instead of adding to them (tests and the CLI build several apps in a process).
+    for signal, receiver, uid in (
+        (setup_logging, use_our_logging, "robustify.logging"),
+        (celeryd_init, prepare_broker, "robustify.broker"),
+    ):
+        signal.disconnect(dispatch_uid=uid)
+        signal.connect(receiver, weak=False, dispatch_uid=uid)
     register_tasks(app, settings)
     return app

@@ -76,3 +76,18 @@ def test_celery_config_describes_the_filesystem_broker_without_making_its_folder
         "processed",
         "queue",
     ]
+
+
+def test_apps_built_one_after_another_leave_one_receiver_of_each_signal(tmp_path: Path) -> None:
+    from celery.signals import celeryd_init, setup_logging
+
+    from worker.celery_app import make_celery
+
+    def ours(signal: Any) -> int:
+        return sum(1 for _, receiver in signal.receivers if "make_celery" in receiver.__qualname__)
+
+    for index in range(3):
+        make_celery(Settings(data_dir=tmp_path / str(index)))
+
+    assert ours(setup_logging) == 1
+    assert ours(celeryd_init) == 1
