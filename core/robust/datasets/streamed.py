@@ -7,9 +7,11 @@ files: the same order for the same generator, the same pixels (core.robust.datas
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -28,7 +30,7 @@ class _ImageFiles(Dataset[tuple[torch.Tensor, int]]):
     """The files as a map-style torch dataset: index -> (uint8 CHW pixels, label)."""
 
     def __init__(
-        self, files: Sequence[str], labels: torch.Tensor, root: Path, image_format: ImageFormat
+        self, files: np.ndarray, labels: torch.Tensor, root: Path, image_format: ImageFormat
     ) -> None:
         self.files, self.labels, self.root, self.image_format = files, labels, root, image_format
 
@@ -36,7 +38,7 @@ class _ImageFiles(Dataset[tuple[torch.Tensor, int]]):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        pixels = decode_image(Path(self.files[index]), self.root, self.image_format)
+        pixels = decode_image(Path(os.fsdecode(self.files[index])), self.root, self.image_format)
         return torch.from_numpy(pixels), int(self.labels[index])
 
 
@@ -52,6 +54,13 @@ def _stack_float(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, t
     return images.float().div_(255.0), labels
 
 
+def _encoded_paths(files: Sequence[str | Path] | np.ndarray) -> np.ndarray:
+    """The paths as one array of bytes (numpy's "S" dtype), as a subset's are already."""
+    if isinstance(files, np.ndarray) and files.dtype.kind == "S":
+        return files
+    return np.array([os.fsencode(str(path)) for path in files], dtype=np.bytes_)
+
+
 class StreamedImageDataset:
     """Image files with int64 labels, decoded on the fly; batches are float32 in [0,1] NCHW.
 
@@ -62,7 +71,7 @@ class StreamedImageDataset:
 
     def __init__(
         self,
-        files: Sequence[str | Path],
+        files: Sequence[str | Path] | np.ndarray,
         labels: torch.Tensor,
         *,
         root: Path,
@@ -81,7 +90,10 @@ class StreamedImageDataset:
             raise ValueError(
                 f"workers must be >= 0 and prefetch_factor >= 1, got {workers}, {prefetch_factor}"
             )
-        self.files = [str(path) for path in files]
+        # One numpy buffer of encoded paths, not a list of str: forked DataLoader workers that
+        # touch a Python object copy its page (reference counts), so a list of 100,000 names
+        # is copied into every worker as it reads them (measured by benchmarks/data_scale.py).
+        self.files = _encoded_paths(files)
         self.labels = labels.long()
         self.root, self.image_format = Path(root), image_format
         self.workers, self.prefetch_factor = workers, prefetch_factor
@@ -126,7 +138,7 @@ class StreamedImageDataset:
             return self.loaded(indices)
         chosen = [int(index) for index in indices]
         return StreamedImageDataset(
-            [self.files[index] for index in chosen],
+            self.files[np.asarray(chosen, dtype=np.int64)],
             self.labels[indices],
             root=self.root,
             image_format=self.image_format,
