@@ -88,5 +88,6 @@ if TYPE_CHECKING:
     from core.robust.finetune import adversarial_finetune
     from core.robust.finetune_config import FinetuneConfig
     from core.robust.finetune_results import EpochMetrics, FinetuneResult
-    from core.robust.models.modelio import RobustModel, load_model, save_model
+    from core.robust.models.modelio import load_model, save_model
+    from core.robust.models.robust_model import RobustModel
     from core.robust.threat import ThreatModel

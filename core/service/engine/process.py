@@ -338,7 +338,7 @@ class EngineJob:
     def _with_validation(self, data: Any) -> Any:
         """The split the best epoch is chosen on: the upload's own, else a seeded holdout from
         train (trained on no more); the test split stays for the before/after evaluation."""
-        from core.robust.datasets.loading import with_validation
+        from core.robust.datasets.splits import with_validation
         from core.service.jobs.jobconfig import validation_fraction
 
         uploaded = data.val is not None

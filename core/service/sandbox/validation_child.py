@@ -87,7 +87,8 @@ def _refusal(error: str, message: str, field: str | None) -> dict[str, Any]:
 
 
 def _check_model(request: dict[str, Any]) -> dict[str, Any]:
-    from core.robust.models.modelio import detect_format, load_model
+    from core.robust.models.formats import detect_format
+    from core.robust.models.modelio import load_model
 
     path = Path(request["path"])
     detected = detect_format(path)
