@@ -2,7 +2,7 @@
 every part shares, models and datasets, the job request, the answers about jobs)."""
 
 from api.schemas.catalog import DatasetOut, ModelOut
-from api.schemas.common import ID_PATTERN, ErrorBody, ErrorDetail, HealthOut, Page, Request
+from api.schemas.common import ID_PATTERN, ErrorBody, ErrorDetail, HealthOut, Page, StrictRequest
 from api.schemas.job_answers import CheckpointOut, EventOut, JobMetrics, JobOut, JobStatus
 from api.schemas.job_request import (
     EVALUATION_DEFAULTS,
@@ -35,6 +35,6 @@ __all__ = [
     "JobStatus",
     "ModelOut",
     "Page",
-    "Request",
+    "StrictRequest",
     "ThreatModelIn",
 ]

@@ -15,7 +15,7 @@ ResponseT = TypeVar("ResponseT", bound=BaseModel)
 ID_PATTERN = r"^[A-Za-z0-9_:.\-]+$"
 
 
-class Request(BaseModel):
+class StrictRequest(BaseModel):
     # A misspelt knob ("epoch") is an error that names it, not a silently ignored field.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 

@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from api.schemas.common import ID_PATTERN, Request
+from api.schemas.common import ID_PATTERN, StrictRequest
 from core.robust.augmentation_choice import AUGMENTATIONS
 from core.robust.finetune_config import ATTACKS, LOSSES, PRECISIONS, FinetuneConfig
 from core.robust.optimizer_rates import OPTIMIZERS
@@ -41,7 +41,7 @@ EVALUATION_DEFAULTS = _defaults(EvaluationSettings)
 MAX_EPSILON = {"linf": 1.0, "l2": 100.0}
 
 
-class ThreatModelIn(Request):
+class ThreatModelIn(StrictRequest):
     norm: Literal[NORMS] = THREAT_DEFAULTS["norm"]  # type: ignore[valid-type]
     epsilon: float = Field(
         THREAT_DEFAULTS["epsilon"],
@@ -63,7 +63,7 @@ class ThreatModelIn(Request):
         return epsilon
 
 
-class HyperparametersIn(Request):
+class HyperparametersIn(StrictRequest):
     epochs: int = Field(FINETUNE_DEFAULTS["epochs"], ge=1, le=200)
     batch_size: int = Field(FINETUNE_DEFAULTS["batch_size"], ge=1, le=4096)
     schedule: Literal[SCHEDULES] = FINETUNE_DEFAULTS["schedule"]  # type: ignore[valid-type]
@@ -143,7 +143,7 @@ class HyperparametersIn(Request):
     )
 
 
-class EvaluationIn(Request):
+class EvaluationIn(StrictRequest):
     attack: Literal[EVALUATION_ATTACKS] = Field(  # type: ignore[valid-type]
         EVALUATION_DEFAULTS["attack"],
         description="the attacks whose per-example worst case is the headline robust accuracy: "
@@ -202,7 +202,7 @@ class EvaluationIn(Request):
         return self
 
 
-class ResourcesIn(Request):
+class ResourcesIn(StrictRequest):
     world_size: int = Field(
         1,
         ge=1,
@@ -213,7 +213,7 @@ class ResourcesIn(Request):
     )
 
 
-class JobCreate(Request):
+class JobCreate(StrictRequest):
     kind: Literal["harden", "evaluate"]
     model_id: str = Field(min_length=1, max_length=40, pattern=ID_PATTERN)
     dataset: str = Field(
