@@ -27,7 +27,7 @@ from cli.models import download_with_bar
 from cli.option_groups import option_group
 from cli.remote import connected, stderr_console, stdout_console
 from cli.training_options import TrainingOptions
-from robustify import Client, EvaluationOptions, Hyperparameters, Job, ThreatModelOptions
+from robustify import Client, EvaluationOptions, Hyperparameters, Job, Resources, ThreatModelOptions
 
 
 def job_option_groups(command: Callable[..., None]) -> Callable[..., None]:
@@ -58,6 +58,7 @@ def _queue_job(
     threat_model: ThreatModelOptions,
     evaluation: EvaluationOptions,
     hyperparameters: Hyperparameters | None = None,
+    resources: Resources | None = None,
     seed: int | None,
     idempotency_key: str | None = None,
     follow_it: bool,
@@ -74,6 +75,7 @@ def _queue_job(
         hyperparameters=hyperparameters,
         evaluation=evaluation,
         seed=seed,
+        resources=resources,
         idempotency_key=idempotency_key,
     )
     err.print(
@@ -114,6 +116,15 @@ def harden(
     idempotency_key: Annotated[
         str | None, typer.Option(help="A retry with the same key returns the same job.")
     ] = None,
+    world_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Processes (one device each) to fine-tune across; the job waits for a worker "
+            "with as many (default 1). The batch size is the global batch.",
+        ),
+    ] = None,
     *,
     training: TrainingOptions,
     threat: ThreatOptions,
@@ -136,6 +147,7 @@ def harden(
             dataset=dataset,
             threat_model=threat.threat_model(steps=steps, step_size=step_size),
             hyperparameters=training.hyperparameters(),
+            resources=None if world_size is None else Resources(world_size=world_size),
             evaluation=evaluation,
             seed=seed,
             idempotency_key=idempotency_key,

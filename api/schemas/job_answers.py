@@ -81,6 +81,7 @@ class JobOut(BaseModel):
     threat_model: dict[str, Any]
     hyperparameters: dict[str, Any]
     evaluation: dict[str, Any]
+    resources: dict[str, Any] = Field(description="world_size: the processes it runs across")
     seed: int
     progress: dict[str, Any] = Field(
         description="phase, epoch, epochs, step, steps_per_epoch, fraction, eta_seconds"
@@ -106,6 +107,7 @@ class JobOut(BaseModel):
             threat_model=config.get("threat_model", {}),
             hyperparameters=config.get("hyperparameters", {}),
             evaluation=config.get("evaluation", {}),
+            resources=config.get("resources", {"world_size": 1}),
             seed=config.get("seed", 0),
             progress=job.progress or {},
             metrics=JobMetrics.of(job.metrics or {}),

@@ -75,6 +75,7 @@ class Job(ApiObject):
     threat_model: dict[str, Any]
     hyperparameters: dict[str, Any]
     evaluation: dict[str, Any]
+    resources: dict[str, Any] = field(default_factory=dict)  # world_size: its processes
     seed: int = 0
     progress: Progress = field(default_factory=Progress)
     metrics: JobMetrics = field(default_factory=JobMetrics)

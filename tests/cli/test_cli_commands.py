@@ -171,12 +171,12 @@ def test_harden_augmentation_reaches_the_jobs_hyperparameters(
     assert refused.returncode == 2 and "cutmix" in refused.stderr, output_of(refused)
 
 
-def test_harden_precision_and_compile_reach_the_jobs_hyperparameters(
+def test_harden_precision_compile_and_world_size_reach_the_job(
     running_service: RunningService, model_id: str
 ) -> None:
     created = running_service.run(
         "harden", model_id, "--epochs", "200", "--epsilon", "0.2", "--max-samples", "50",
-        "--precision", "bf16", "--compile",
+        "--precision", "bf16", "--compile", "--world-size", "2",
     )  # fmt: skip
     assert created.returncode == 0, output_of(created)
     job_id = created.stdout.strip().splitlines()[-1]
@@ -187,6 +187,7 @@ def test_harden_precision_and_compile_reach_the_jobs_hyperparameters(
         job = client.jobs.get(job_id)
     assert job.hyperparameters["precision"] == "bf16"
     assert job.hyperparameters["compile"] is True
+    assert job.resources == {"world_size": 2}
     assert refused.returncode == 2 and "fp8" in refused.stderr, output_of(refused)
 
 
