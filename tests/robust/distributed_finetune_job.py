@@ -48,9 +48,11 @@ def make_bn_digits_cnn() -> nn.Module:
     )
 
 
-def run_config(epochs: int) -> FinetuneConfig:
-    # A fixed rate (no probe), guards on: the run a job makes, short.
-    return FinetuneConfig(epochs=epochs, batch_size=64, peak_lr=0.05, seed=0, val_max_samples=300)
+def run_config(epochs: int, *, probe: bool = False) -> FinetuneConfig:
+    # A fixed rate (no probe) unless `probe`, guards on: the run a job makes, short.
+    return FinetuneConfig(
+        epochs=epochs, batch_size=64, peak_lr=None if probe else 0.05, seed=0, val_max_samples=300
+    )
 
 
 def main() -> None:
@@ -61,6 +63,8 @@ def main() -> None:
     parser.add_argument("--resume", type=Path)
     # Sleep after this epoch's checkpoint, so that a test can kill the run mid-way for sure.
     parser.add_argument("--pause-after-epoch", type=int, default=0)
+    # The learning rate chosen by the probe (the job's default) instead of the fixed one.
+    parser.add_argument("--probe", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
     device = torch.device("cpu")
@@ -77,8 +81,9 @@ def main() -> None:
             (args.out / "paused").touch()
             time.sleep(300)
 
+    config = run_config(args.epochs, probe=args.probe)
     result = adversarial_finetune(
-        model, digits.train, THREAT, run_config(args.epochs), val=digits.val, device=device,
+        model, digits.train, THREAT, config, val=digits.val, device=device,
         on_epoch=on_epoch, resume=load_checkpoint(args.resume) if args.resume else None,
     )  # fmt: skip
     torch.save(result.model.state_dict(), args.out / f"weights_rank{rank}.pt")
@@ -90,6 +95,7 @@ def main() -> None:
             "test_clean_accuracy": clean,
             "test_robust_accuracy": robust,
             "best_epoch": result.best_epoch,
+            "peak_lr": result.peak_lr,
             "history": [vars(metrics) for metrics in result.history],
         }
         (args.out / "result.json").write_text(json.dumps(summary, indent=1))

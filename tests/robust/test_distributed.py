@@ -132,6 +132,20 @@ def test_killed_two_process_run_resumes_from_its_checkpoint_and_ends_as_the_unin
         assert all(torch.equal(weights(out, rank)[n], expected[n]) for n in expected)
 
 
+def test_two_processes_probe_the_rate_as_a_job_does_and_end_near_one_process(
+    pretrained_bn_cnn: Path, tmp_path: Path
+):
+    # peak_lr None, the job's default: every rank probes, rank 0's choice is broadcast.
+    two = run_job(2, pretrained_bn_cnn, tmp_path / "two", "--probe")
+    one = run_job(1, pretrained_bn_cnn, tmp_path / "one", "--probe")
+
+    assert two["peak_lr"] is not None and two["peak_lr"] > 0
+    first, second = weights(tmp_path / "two", 0), weights(tmp_path / "two", 1)
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    for measure in ("test_clean_accuracy", "test_robust_accuracy"):
+        assert abs(two[measure] - one[measure]) <= TOLERANCE, (measure, one, two)
+
+
 def test_a_global_batch_not_divisible_by_the_world_size_is_refused():
     with pytest.raises(InvalidConfig, match="divisible by the world size 2"):
         Ranks(rank=0, world_size=2, device=torch.device("cpu")).check_batch_size(63)
