@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,6 +22,12 @@ class Settings(BaseSettings):
     database_url: str | None = None  # default: sqlite:///<data_dir>/robustify.db
     broker_url: str | None = None  # default: filesystem transport under <data_dir>/broker
     artifacts_dir: Path | None = None  # default: <data_dir>/artifacts
+    # Where artifacts live: s3://bucket/prefix for an S3-compatible store, or a folder (a path
+    # or file:///path, as artifacts_dir). Unset: the folder artifacts_dir.
+    artifacts_url: str | None = None
+    # The S3 API of a store other than AWS (SeaweedFS, MinIO); credentials and region are
+    # boto3's own AWS_* variables.
+    s3_endpoint_url: str | None = None
     datasets_dir: Path | None = None  # torchvision datasets; default: <data_dir>/datasets
     allow_download: bool = False
 
@@ -94,8 +100,28 @@ class Settings(BaseSettings):
     def broker_folder(self) -> Path:
         return (self.data_dir / "broker").resolve()
 
+    @field_validator("artifacts_url")
+    @classmethod
+    def _s3_or_folder(cls, url: str | None) -> str | None:
+        if url is not None and url.startswith("s3://"):
+            if not url.removeprefix("s3://").split("/")[0]:
+                raise ValueError(f"ROBUSTIFY_ARTIFACTS_URL names no bucket: {url!r}")
+            return url
+        if url is None or url.startswith("file://") or "://" not in url:
+            return url
+        raise ValueError(
+            f"ROBUSTIFY_ARTIFACTS_URL must be s3://bucket/prefix or a folder, not {url!r}"
+        )
+
+    @property
+    def artifacts_in_s3(self) -> bool:
+        return bool(self.artifacts_url and self.artifacts_url.startswith("s3://"))
+
     @property
     def resolved_artifacts_dir(self) -> Path:
+        """The artifact folder (meaningless when artifacts_in_s3)."""
+        if self.artifacts_url and not self.artifacts_in_s3:
+            return Path(self.artifacts_url.removeprefix("file://")).resolve()
         return (self.artifacts_dir or self.data_dir / "artifacts").resolve()
 
     @property

@@ -1,6 +1,7 @@
 """The artifact store's interface: atomic puts with a size limit and the right sha256, byte
 ranges like slices, stat, list and delete by prefix, and a local copy. Each test runs on the
-folder store and on an in-memory store with no folder (the stand-in for a remote one)."""
+folder store, on an in-memory store with no folder, and on the S3 store against a real
+SeaweedFS server (its puts made of several multipart parts)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,20 @@ from pathlib import Path
 
 import pytest
 from memory_store import MemoryArtifactStore
+from seaweed import pending_uploads
 
 from core.service.errors import TooLarge
-from core.service.storage import ArtifactStore, LocalArtifactStore
+from core.service.storage import ArtifactStore, LocalArtifactStore, S3ArtifactStore
 
 DATA = bytes(range(256)) * 40  # 10,240 bytes, each position telling where it is
 
 
-@pytest.fixture(params=["folder", "memory"])
+@pytest.fixture(params=["folder", "memory", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
     if request.param == "folder":
         return LocalArtifactStore(tmp_path / "artifacts")
+    if request.param == "s3":
+        return request.getfixturevalue("s3_store")
     return MemoryArtifactStore()
 
 
@@ -31,10 +35,12 @@ def everything_under(root: Path) -> list[Path]:
 
 
 def assert_holds_nothing(store: ArtifactStore) -> None:
-    """No key, and for the folder store not even a temp file."""
+    """No key, and for the folder store not even a temp file, for S3 no pending upload."""
     assert list(store.list_keys()) == []
     if isinstance(store, LocalArtifactStore):
         assert everything_under(store.root) == []
+    if isinstance(store, S3ArtifactStore):
+        assert pending_uploads(store.client, store.bucket, store.prefix + "/") == []
 
 
 def read(store: ArtifactStore, key: str, start: int = 0, end: int | None = None) -> bytes:

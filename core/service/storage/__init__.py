@@ -1,7 +1,8 @@
 """The artifact store: uploads, checkpoints and hardened models as objects under keys.
 
 `ArtifactStore` is the interface every caller speaks (streams in, ranges out, stat, list,
-delete, a local copy for the engine); `LocalArtifactStore` keeps the objects under one folder.
+delete, a local copy for the engine); `LocalArtifactStore` keeps the objects under one folder,
+`S3ArtifactStore` in an S3-compatible bucket.
 `store_from_settings` is the one place that picks the store for a deployment.
 """
 
@@ -15,17 +16,25 @@ from core.service.storage.interface import (
     StoredArtifact,
 )
 from core.service.storage.local import LocalArtifactStore
+from core.service.storage.s3 import S3ArtifactStore
 
 __all__ = [
     "CHUNK_BYTES",
     "ArtifactStat",
     "ArtifactStore",
     "LocalArtifactStore",
+    "S3ArtifactStore",
     "StoredArtifact",
     "store_from_settings",
 ]
 
 
 def store_from_settings(settings: Settings) -> ArtifactStore:
-    """The deployment's artifact store (today the folder `settings.resolved_artifacts_dir`)."""
+    """The deployment's artifact store: the bucket of `artifacts_url` when it is s3://, else
+    the folder `settings.resolved_artifacts_dir`."""
+    if settings.artifacts_in_s3:
+        assert settings.artifacts_url is not None
+        return S3ArtifactStore.from_url(
+            settings.artifacts_url, endpoint_url=settings.s3_endpoint_url
+        )
     return LocalArtifactStore(settings.resolved_artifacts_dir)
