@@ -199,10 +199,16 @@ class S3ArtifactStore(ArtifactStore):
         object_keys = [self._object_key(key) for key in self._list(check_key(prefix))]
         for at in range(0, len(object_keys), DELETE_BATCH):
             batch = object_keys[at : at + DELETE_BATCH]
-            self.client.delete_objects(
+            answer = self.client.delete_objects(
                 Bucket=self.bucket,
                 Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
             )
+            if answer.get("Errors"):  # DeleteObjects answers 200 even when some keys failed
+                first = answer["Errors"][0]
+                raise OSError(
+                    f"could not delete {len(answer['Errors'])} object(s) under {prefix!r}: "
+                    f"{first.get('Key')}: {first.get('Code')} {first.get('Message')}"
+                )
 
     def sweep_orphans(self, older_than: float) -> list[str]:
         """Abort multipart uploads under the prefix begun more than `older_than` seconds ago:
