@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from seaweed import BUCKET, S3_TEST_PART_BYTES, SeaweedS3, running_seaweedfs
 
-from core.service.storage import S3ArtifactStore
+from core.service.storage.s3 import S3ArtifactStore
 
 
 @pytest.fixture(scope="session")

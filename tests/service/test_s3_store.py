@@ -18,7 +18,8 @@ from seaweed import BUCKET, S3_TEST_PART_BYTES, SeaweedS3, pending_uploads
 
 from core.service.config import Settings
 from core.service.errors import TooLarge
-from core.service.storage import LocalArtifactStore, S3ArtifactStore, store_from_settings
+from core.service.storage import LocalArtifactStore, store_from_settings
+from core.service.storage.s3 import S3ArtifactStore
 
 MIB = 1024 * 1024
 # 11 MiB whose every 1 MiB block differs: two full parts and a smaller last one.

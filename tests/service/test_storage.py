@@ -16,7 +16,8 @@ from memory_store import MemoryArtifactStore
 from seaweed import pending_uploads
 
 from core.service.errors import TooLarge
-from core.service.storage import ArtifactStore, LocalArtifactStore, S3ArtifactStore
+from core.service.storage import ArtifactStore, LocalArtifactStore
+from core.service.storage.s3 import S3ArtifactStore
 
 DATA = bytes(range(256)) * 40  # 10,240 bytes, each position telling where it is
 

@@ -16,14 +16,12 @@ from core.service.storage.interface import (
     StoredArtifact,
 )
 from core.service.storage.local import LocalArtifactStore
-from core.service.storage.s3 import S3ArtifactStore
 
 __all__ = [
     "CHUNK_BYTES",
     "ArtifactStat",
     "ArtifactStore",
     "LocalArtifactStore",
-    "S3ArtifactStore",
     "StoredArtifact",
     "store_from_settings",
 ]
@@ -34,6 +32,9 @@ def store_from_settings(settings: Settings) -> ArtifactStore:
     the folder `settings.resolved_artifacts_dir`."""
     if settings.artifacts_in_s3:
         assert settings.artifacts_url is not None
+        # Imported only here: boto3 costs every process that imports the store ~150 ms.
+        from core.service.storage.s3 import S3ArtifactStore
+
         return S3ArtifactStore.from_url(
             settings.artifacts_url, endpoint_url=settings.s3_endpoint_url
         )
