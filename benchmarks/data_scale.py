@@ -76,7 +76,8 @@ def run_measure(
         "--mode", mode, "--workers", str(workers), "--train-steps", str(train_steps),
         "--threads", str(threads),
     ]  # fmt: skip
-    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": str(threads)}
+    search_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    environment = {**os.environ, "PYTHONPATH": search_path, "OMP_NUM_THREADS": str(threads)}
     completed = subprocess.run(
         command, cwd=REPO_ROOT, env=environment, check=True, capture_output=True, text=True
     )

@@ -63,7 +63,8 @@ def run_setting(
     ]  # fmt: skip
     environment = {
         **os.environ,
-        "PYTHONPATH": str(REPO_ROOT),
+        # The repository first, and whatever the caller's path held after it.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
         "OMP_NUM_THREADS": str(setting.threads),
     }
     started = time.perf_counter()
