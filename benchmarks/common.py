@@ -248,7 +248,10 @@ def write_results(
     started: float,
     args: argparse.Namespace | None = None,
 ) -> Path:
-    """Write benchmarks/results/<name>.json (with the machine) and print the Markdown tables."""
+    """Write benchmarks/results/<name>.json (<name>_quick.json for --quick), with the machine,
+    and print the Markdown tables."""
+    if args is not None and getattr(args, "quick", False) and not name.endswith("_quick"):
+        name += "_quick"  # a --quick run only checks the code: it never replaces real figures
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     data = {
         "benchmark": name,
