@@ -220,6 +220,7 @@ def _finish(
         peak_lr=run.peak_lr,
         lr_probe=run.lr_probe,
         optimizer=run.optimizer_name,
+        precision=run.speed.precision,
         guard_decisions=run.guard_decisions,
         stopped_early=run.stopped_early,
         interpolation=interpolation,

@@ -42,6 +42,7 @@ class FinetuneResult:
     peak_lr: float = 0.0  # the rate the run trained at: the config's, or the probe's choice
     lr_probe: LrProbe | None = None  # None: the config gave peak_lr
     optimizer: str = "sgd"  # the one the run used: the config's, or "auto"'s choice
+    precision: str = "fp32"  # the training step's: the config's, or "auto" resolved for the run
     guard_decisions: list[GuardDecision] = field(default_factory=list)
     stopped_early: bool = False  # the guards ended the run before its last epoch
     # The search for a mix with the starting weights (None: not needed, or not asked for); with

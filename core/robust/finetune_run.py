@@ -77,6 +77,7 @@ class FinetuneRun:
             channels_last=config.channels_last,
             cudnn_benchmark=config.cudnn_benchmark,
             compile=config.compile,
+            image_size=train.input_shape[1:],
         )
         # What the training step calls: the model, or its compiled wrapper over the same weights
         # (checkpoints and the result use self.model: no `_orig_mod.` in their keys), through

@@ -26,6 +26,14 @@ PRECISION_DTYPES: dict[str, torch.dtype | None] = {
 }
 
 
+# "auto" stays fp32 on a GPU for images this small (pixels on the shorter side). Measured on an
+# H200 (README, benchmarks/precision_by_size.py and throughput.py): resnet18's PGD-10 step at
+# batch 128 was bound by launching its kernels up to 128 px, where autocast's casts only add
+# launches (0.86-1.11x, and 0.89-0.91x at 32 px over 60 batches); at 224 px bf16 with
+# channels_last ran 1.23x fp32.
+AUTO_FP32_MAX_SIDE = 128
+
+
 @dataclass(frozen=True)
 class TrainingSpeed:
     """The resolved speed settings of one run on one device."""
@@ -55,14 +63,18 @@ def resolve_speed(
     cudnn_benchmark: bool | None = None,
     compile: bool = False,
     input_ndim: int = 4,
+    image_size: tuple[int, int] | None = None,
 ) -> TrainingSpeed:
-    """The settings for `device`: "auto" precision is bf16 on a CUDA device that supports it,
-    else fp16 there, and fp32 anywhere else; channels_last (None) is on for CUDA and 4-D inputs,
-    cudnn_benchmark (None) on with CUDA. Given explicitly, bf16 and fp16 run on the CPU too (CPU
-    autocast); channels_last too."""
+    """The settings for `device` and images of `image_size` (height, width; None: unknown,
+    taken as large): "auto" precision is, on a CUDA device, fp32 for images of at most
+    AUTO_FP32_MAX_SIDE pixels on a side, else bf16 where the device supports it and fp16
+    where not; fp32 anywhere else. channels_last (None) is on for CUDA and 4-D inputs,
+    cudnn_benchmark (None) on with CUDA. Given explicitly, bf16 and fp16 run on the CPU too
+    (CPU autocast); channels_last too."""
     cuda = device.type == "cuda"
     if precision == "auto":
-        if cuda:
+        small = image_size is not None and min(image_size) <= AUTO_FP32_MAX_SIDE
+        if cuda and not small:
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         else:
             precision = "fp32"

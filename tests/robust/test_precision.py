@@ -31,6 +31,20 @@ def test_auto_on_the_cpu_is_fp32_without_any_cuda_setting():
     assert make_grad_scaler(speed) is None
 
 
+@pytest.mark.parametrize(
+    ("image_size", "mixed"),
+    [((32, 32), False), ((128, 128), False), ((128, 224), False), ((224, 224), True), (None, True)],
+)
+def test_auto_on_a_gpu_is_fp32_for_small_images_and_mixed_for_large_ones(image_size, mixed):
+    # Resolving touches no GPU: this runs on a machine without one (where bf16 reads as
+    # unsupported, so mixed means fp16 there).
+    speed = resolve_speed(torch.device("cuda"), image_size=image_size)
+    assert (speed.precision in ("bf16", "fp16")) == mixed, speed.precision
+    assert speed.channels_last and speed.cudnn_benchmark
+    explicit = resolve_speed(torch.device("cuda"), precision="bf16", image_size=image_size)
+    assert explicit.precision == "bf16"  # a named precision is never overridden
+
+
 def test_explicit_settings_on_the_cpu_are_honoured_where_the_cpu_has_them():
     speed = resolve_speed(CPU, precision="bf16", channels_last=True, cudnn_benchmark=True)
     assert speed.dtype == torch.bfloat16 and speed.channels_last

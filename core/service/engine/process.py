@@ -62,6 +62,7 @@ RESULT_FACTS = (
     "best_meets_clean_constraint",
     "peak_lr",
     "optimizer",
+    "precision",
     "stopped_early",
 )
 # The other ranks wait in a collective while rank 0 alone evaluates before the training: hours
@@ -223,16 +224,9 @@ class EngineJob:
                 model=RESULT_MODEL,
                 after=AFTER_REPORT,
                 augmentation=config.augmentation,
-                precision=self._precision(config),
                 **facts,
             )
         )
-
-    def _precision(self, config: Any) -> str:
-        """The precision the run trained with: its "auto" resolved on this device."""
-        from core.robust.precision import resolve_speed
-
-        return resolve_speed(self.device, precision=config.precision).precision
 
     def _probe_batch(
         self, candidate: int, candidates: int, step: int, steps: int, job_share: float
