@@ -233,7 +233,8 @@ def machine_info() -> dict[str, Any]:
         "usable_cores": usable,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "device": "cpu",
+        # The GPU the machine has (a benchmark's own payload says which device it ran on).
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         # Other work shares this machine: the load (1, 5, 15 min) when the results were written.
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

@@ -12,6 +12,7 @@ Its figures set precision.AUTO_FP32_MAX_SIDE: the size up to which "auto" stays 
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any
 
@@ -49,11 +50,10 @@ def measure(sizes: list[int], *, batches: int, rounds: int, device: torch.device
                 log(f"{size}px, round {round_index + 1}/{rounds}: {setting.name} ...")
                 runs[setting.name].append(engine_images_per_second(setting, train, device))
         for name, results in runs.items():
-            rates = sorted(result["images_per_second"] for result in results)
+            rate = statistics.median(result["images_per_second"] for result in results)
             rows.append(
-                {"image_size": size, "setting": name, "images_per_second": rates[len(rates) // 2],
-                 "runs": results}
-            )  # fmt: skip
+                {"image_size": size, "setting": name, "images_per_second": rate, "runs": results}
+            )
     return rows
 
 

@@ -29,8 +29,8 @@ PRECISION_DTYPES: dict[str, torch.dtype | None] = {
 # "auto" stays fp32 on a GPU for images this small (pixels on the shorter side). Measured on an
 # H200 (README, benchmarks/precision_by_size.py and throughput.py): resnet18's PGD-10 step at
 # batch 128 was bound by launching its kernels up to 128 px, where autocast's casts only add
-# launches (0.86-1.11x, and 0.89-0.91x at 32 px over 60 batches); at 224 px bf16 with
-# channels_last ran 1.23x fp32.
+# launches (bf16 0.88-1.05x fp32, with channels_last 0.99-1.01x; 0.89-0.91x at 32 px over 60
+# batches); at 224 px bf16 with channels_last ran 1.26x fp32.
 AUTO_FP32_MAX_SIDE = 128
 
 
