@@ -1,4 +1,6 @@
-"""Shared fixtures: the digits data and small models trained on it (real training, seconds)."""
+"""Shared fixtures: the digits data and small models trained on it (real training, seconds),
+and the service's real parts: PostgreSQL, Redis, and an S3 store (SeaweedFS, started only by
+the sessions that use it)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 import torch
+from seaweed import BUCKET, S3Artifacts, SeaweedS3, running_seaweedfs
 from sqlalchemy import create_engine, text
 from torch import nn
 
@@ -117,3 +120,23 @@ def production_settings(tmp_path: Path, postgres_database: str) -> Iterator[Sett
             )
         )
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """One real SeaweedFS server (master, volume, filer, S3 gateway) and its bucket for the
+    session; started by the first test that asks for it (seconds), none otherwise."""
+    with running_seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        server.create_bucket(BUCKET)
+        yield server
+
+
+@pytest.fixture()
+def s3_artifacts(seaweedfs: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> S3Artifacts:
+    """A fresh prefix in the server's bucket, so tests never see each other's keys, with the
+    server's key pair and region in this process's AWS_* variables: the service's stores built
+    here and the API servers and workers a test starts (which inherit them) reach it so."""
+    artifacts = S3Artifacts(seaweedfs, prefix=f"tests/{secrets.token_hex(6)}")
+    for name, value in artifacts.environment().items():
+        monkeypatch.setenv(name, value)
+    return artifacts

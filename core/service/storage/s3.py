@@ -4,8 +4,9 @@ the prefix of `s3://bucket/prefix`.
 A put is a multipart upload fed part by part as the stream arrives (never the whole object in
 memory), hashed and counted on the way; only CompleteMultipartUpload makes the object visible,
 so a refused or broken upload is aborted and leaves nothing (an object that fits in one part
-is a single PutObject, atomic too). Reads are ranged GETs. Credentials and the region come from
-boto3's own sources (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, ...).
+is a single PutObject, atomic too). Reads are ranged GETs. Credentials come from boto3's own
+sources (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...); the region from AWS_REGION, which
+boto3 itself does not read, else from boto3's (AWS_DEFAULT_REGION, the config file).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import tempfile
 import time
 from collections.abc import AsyncIterable, Iterable, Iterator
@@ -77,7 +79,9 @@ class S3ArtifactStore(ArtifactStore):
         if part_bytes < MIN_PART_BYTES:
             raise ValueError(f"S3 parts are at least {MIN_PART_BYTES} bytes, not {part_bytes}")
         self.bucket, self.prefix, self.part_bytes = bucket, prefix.strip("/"), part_bytes
-        self.client = client or boto3.client("s3", endpoint_url=endpoint_url)
+        self.client = client or boto3.client(
+            "s3", endpoint_url=endpoint_url, region_name=os.environ.get("AWS_REGION") or None
+        )
 
     @classmethod
     def from_url(cls, url: str, *, endpoint_url: str | None = None) -> S3ArtifactStore:
