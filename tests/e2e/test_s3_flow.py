@@ -1,0 +1,219 @@
+"""The whole flow with the artifacts on a real S3 store (SeaweedFS), as across machines: an API
+server and a worker on PostgreSQL + Redis, each with a data dir and a temp folder of its own
+and no folder shared. The model and the dataset are uploaded through the API, a harden job
+runs on the worker, its epoch checkpoints appear in the bucket while it runs, the result is
+downloaded whole and in a range, equal to the object the bucket holds, and afterwards neither
+process holds any artifact on its disk."""
+
+from __future__ import annotations
+
+import copy
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from api_server import ApiServer
+from seaweed import S3Artifacts
+from torch import nn
+from worker_harness import WorkerProcess, with_private_queue, worker_settings
+
+from core.robust.datasets.loading import DatasetSplits
+from core.robust.models.modelio import model_from_module, save_model
+from core.service import auth, catalog
+from core.service.config import Settings
+from core.service.context import ServiceContext
+from core.service.db import transaction
+from core.service.jobs.epochs import checkpoint_key
+
+DIGITS_INPUT = (1, 8, 8)
+EPOCHS = 2
+
+
+def digits_npz(digits: DatasetSplits) -> bytes:
+    train_x, train_y = digits.train.tensors()
+    test_x, test_y = digits.test.tensors()
+    buffer = io.BytesIO()
+    np.savez(
+        buffer, x=train_x.numpy(), y=train_y.numpy(), x_test=test_x.numpy(), y_test=test_y.numpy()
+    )
+    return buffer.getvalue()
+
+
+def digits_state_dict(net: nn.Module, folder: Path) -> bytes:
+    model = model_from_module(
+        copy.deepcopy(net),
+        architecture="builtin:digits_cnn",
+        input_shape=DIGITS_INPUT,
+        num_classes=10,
+    )
+    save_model(model, folder / "digits_cnn.pt")
+    return (folder / "digits_cnn.pt").read_bytes()
+
+
+def files_under(folder: Path) -> list[str]:
+    if not folder.exists():
+        return []
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
+
+
+class Machine:
+    """One process's own disk: its data dir and its TMPDIR (where job folders and the upload
+    check's local copies go), under `root`."""
+
+    def __init__(self, root: Path) -> None:
+        self.data_dir, self.temp_dir = root / "data", root / "tmp"
+        self.temp_dir.mkdir(parents=True)
+
+
+@pytest.fixture()
+def s3_service(
+    production_settings: Settings,
+    s3_artifacts: S3Artifacts,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[ApiServer, WorkerProcess, Machine, Machine]]:
+    """The API server and one worker on the bucket, each with a machine of its own."""
+    base = worker_settings(s3_artifacts.settings(with_private_queue(production_settings)))
+    api_machine, worker_machine = Machine(tmp_path / "api"), Machine(tmp_path / "worker")
+    # The processes inherit TMPDIR from this one's environment when they start.
+    monkeypatch.setenv("TMPDIR", str(api_machine.temp_dir))
+    api = ApiServer(
+        base.model_copy(update={"data_dir": api_machine.data_dir}), tmp_path / "api.log"
+    )
+    monkeypatch.setenv("TMPDIR", str(worker_machine.temp_dir))
+    worker = WorkerProcess(
+        base.model_copy(update={"data_dir": worker_machine.data_dir}), tmp_path / "worker.log"
+    )
+    monkeypatch.delenv("TMPDIR")
+    try:
+        api.wait_healthy()
+        yield api, worker, api_machine, worker_machine
+    finally:
+        worker.kill()
+        api.stop()
+
+
+def create_api_key(settings: Settings) -> str:
+    context = ServiceContext.build(settings)
+    try:
+        with transaction(context.sessions) as session:
+            return auth.create_key(session, owner_name="s3-e2e").key
+    finally:
+        context.engine.dispose()
+
+
+def harden_body(model_id: str, dataset_id: str) -> dict[str, Any]:
+    return {
+        "kind": "harden",
+        "model_id": model_id,
+        "dataset": dataset_id,
+        "threat_model": {"norm": "linf", "epsilon": 0.2, "step_size": None, "steps": 5},
+        "hyperparameters": {"epochs": EPOCHS, "batch_size": 64},
+        "evaluation": {"attack": "fast", "attack_steps": 5, "max_samples": 100},
+        "seed": 0,
+    }
+
+
+def watch_job(
+    client: httpx.Client,
+    job_id: str,
+    artifacts: S3Artifacts,
+    processes: list[ApiServer | WorkerProcess],
+    timeout: float = 240,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Poll the job to its end, listing the bucket before each poll; returns the job and, per
+    checkpoint key, the job's status in the poll right after the key was first listed."""
+    seen_while: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = [key for key in artifacts.object_keys() if "/checkpoints/" in key]
+        response = client.get(f"/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        job: dict[str, Any] = response.json()
+        for key in listed:
+            seen_while.setdefault(key, job["status"])
+        if job["status"] in {"succeeded", "failed", "cancelled"}:
+            return job, seen_while
+        if time.monotonic() > deadline:
+            tails = "\n".join(f"--- {each.log_path}\n{each.log_tail()}" for each in processes)
+            raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s\n{tails}")
+        time.sleep(0.1)
+
+
+def test_upload_harden_and_download_with_the_artifacts_in_s3(
+    s3_service: tuple[ApiServer, WorkerProcess, Machine, Machine],
+    s3_artifacts: S3Artifacts,
+    production_settings: Settings,
+    pretrained_cnn: nn.Module,
+    digits: DatasetSplits,
+    tmp_path: Path,
+) -> None:
+    api, worker, api_machine, worker_machine = s3_service
+    key = create_api_key(production_settings)
+    model_bytes = digits_state_dict(pretrained_cnn, tmp_path)
+    client = httpx.Client(
+        base_url=api.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=120
+    )
+    with client:
+        response = client.post(
+            "/v1/models",
+            files={"file": ("digits_cnn.pt", model_bytes, "application/octet-stream")},
+            data={
+                "name": "digits-cnn",
+                "format": "state_dict",
+                "architecture": "builtin:digits_cnn",
+                "num_classes": "10",
+                "input_shape": "[1,8,8]",
+            },
+        )
+        assert response.status_code == 201, response.text
+        model_id = response.json()["id"]
+        npz = digits_npz(digits)
+        response = client.post("/v1/datasets", files={"file": ("digits.npz", npz)})
+        assert response.status_code == 201, response.text
+        dataset = response.json()
+        # Both uploads are objects in the bucket, byte for byte, and nowhere else.
+        store = s3_artifacts.store()
+        assert b"".join(store.open_range(catalog.model_key(model_id))) == model_bytes
+        assert [key for key in s3_artifacts.object_keys() if key.startswith("datasets/")] == [
+            f"datasets/{dataset['id']}/data.npz"
+        ]
+
+        response = client.post("/v1/jobs", json=harden_body(model_id, dataset["id"]))
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        job, seen_while = watch_job(client, job_id, s3_artifacts, [api, worker])
+        assert job["status"] == "succeeded", job["error"]
+
+        # Each epoch's checkpoint and weights were in the bucket while the job still ran
+        # (the first surely: the second epoch and the evaluation after came after it).
+        first = checkpoint_key(job_id, attempt=1, epoch=1)
+        assert seen_while[first] == "running", seen_while
+        assert seen_while[catalog.weights_key_beside(first)] == "running", seen_while
+        checkpoints = [checkpoint_key(job_id, attempt=1, epoch=e) for e in range(1, EPOCHS + 1)]
+        expected = sorted([*checkpoints, *map(catalog.weights_key_beside, checkpoints)])
+        job_keys = [key for key in s3_artifacts.object_keys() if key.startswith("jobs/")]
+        assert job_keys == expected
+
+        result_id = job["result_model_id"]
+        stored = b"".join(store.open_range(catalog.model_key(result_id)))
+        whole = client.get(f"/v1/models/{result_id}/content")
+        assert whole.status_code == 200, whole.text
+        assert whole.content == stored and len(stored) > 1000
+        ranged = client.get(f"/v1/models/{result_id}/content", headers={"Range": "bytes=100-899"})
+        assert ranged.status_code == 206, ranged.text
+        assert ranged.headers["Content-Range"] == f"bytes 100-899/{len(stored)}"
+        assert ranged.content == stored[100:900]
+
+    assert s3_artifacts.pending_uploads() == []
+    # The data dir holds no artifacts: with PostgreSQL and Redis, no file at all in either
+    # process's data dir; the job folder and the upload check's copies are gone from TMPDIR.
+    assert files_under(api_machine.data_dir) == []
+    assert files_under(worker_machine.data_dir) == []
+    assert files_under(worker_machine.temp_dir) == []
+    assert files_under(api_machine.temp_dir) == []
