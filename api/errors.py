@@ -21,6 +21,7 @@ from starlette.types import Scope
 from api.openapi_errors import document_error_responses
 from core.service.errors import (
     JobCode,
+    LimitReached,
     RobustError,
     ServiceError,
     error_body,
@@ -74,6 +75,8 @@ def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     field = getattr(exc, "field", None)  # the service's and the engine's errors both carry one
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, LimitReached):
+        headers = {"Retry-After": str(exc.retry_after_seconds)}
     return ApiError(status, code, message, field=field, headers=headers).response()
 
 

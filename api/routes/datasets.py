@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import ContextDep, CursorQuery, FileCheckerDep, LimitQuery, OwnerDep, SessionDep
 from api.registration import store_checked_upload
@@ -18,7 +19,7 @@ from api.uploads import (
     clean_text,
     upload_request_body,
 )
-from core.service import catalog
+from core.service import catalog, limits
 from core.service.errors import InvalidRequest
 from core.service.ids import new_id
 from core.service.sandbox.validation import ValidatedDataset
@@ -78,16 +79,24 @@ async def upload_dataset(
             test_size=checked.test_size,
         )
 
-    row = await store_checked_upload(
-        request,
-        context,
-        owner_id=owner.id,
-        prefix=prefix,
-        key_for=lambda filename: f"{prefix}/data{_suffix(filename)}",
-        max_bytes=context.settings.max_dataset_bytes,
-        check=lambda _upload, path: checker.check_dataset(path),
-        row_of=row_of,
+    allowance = await run_in_threadpool(
+        limits.upload_allowance,
+        context.sessions,
+        owner.id,
+        settings=context.settings,
+        max_upload_bytes=context.settings.max_dataset_bytes,
     )
+    with allowance.refusing_past_it():  # past the owner's stored-bytes limit: 429
+        row = await store_checked_upload(
+            request,
+            context,
+            owner_id=owner.id,
+            prefix=prefix,
+            key_for=lambda filename: f"{prefix}/data{_suffix(filename)}",
+            max_bytes=allowance.max_bytes,
+            check=lambda _upload, path: checker.check_dataset(path),
+            row_of=row_of,
+        )
     return DatasetOut.of(row)
 
 

@@ -37,7 +37,7 @@ from api.schemas import (
     Page,
 )
 from api.slots import OwnerSlots, Slot
-from core.service import catalog
+from core.service import catalog, limits
 from core.service.broker import world_size_of
 from core.service.context import ServiceContext
 from core.service.errors import InvalidRequest, NotFound
@@ -61,12 +61,20 @@ EVENT_POLLS_AT_ONCE = 4
     "",
     status_code=202,
     summary="Create a job",
-    responses={200: {"model": JobOut, "description": "an Idempotency-Key replay"}},
+    responses={
+        200: {"model": JobOut, "description": "an Idempotency-Key replay"},
+        429: {
+            "model": ErrorBody,
+            "description": "this owner has `max_queued_jobs_per_owner` jobs queued, or (a "
+            "harden job) its stored bytes have reached `max_stored_bytes_per_owner`",
+        },
+    },
 )
 def create_job(
     body: JobCreate,
     owner: OwnerDep,
     session: SessionDep,
+    context: ContextDep,
     queue: QueueDep,
     response: Response,
     idempotency_key: Annotated[
@@ -75,7 +83,9 @@ def create_job(
     ] = None,
 ) -> JobOut:
     """Queue a harden or evaluate job (202). Retrying with the same Idempotency-Key and body
-    returns the job the first request made (200); the same key with another body is a 409."""
+    returns the job the first request made (200); the same key with another body is a 409.
+    Past the owner's queued-jobs limit (or, for a harden job, its stored-bytes limit) a new
+    job is a 429 with Retry-After; a replay is answered all the same."""
     config = body.normalized_config()
     request_hash = _request_hash(body, config)
     if idempotency_key is not None:
@@ -83,6 +93,9 @@ def create_job(
         if existing is not None:
             return _replay(existing, request_hash, response)
     _check_job(session, owner.id, body, config)
+    limits.check_may_queue(session, owner.id, settings=context.settings)
+    if body.kind == "harden":
+        limits.check_may_store(session, owner.id, settings=context.settings)
     try:
         job, created = lifecycle.create_job(
             session,

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import ContextDep, CursorQuery, FileCheckerDep, LimitQuery, OwnerDep, SessionDep
 from api.downloads import artifact_download
@@ -22,7 +23,7 @@ from api.uploads import (
 )
 from core.robust.datasets.catalog import MAX_CLASSES
 from core.robust.models.formats import FILE_SUFFIXES, FORMATS
-from core.service import catalog
+from core.service import catalog, limits
 from core.service.errors import InvalidRequest
 from core.service.ids import new_id
 from core.service.sandbox.validation import ModelDeclaration, ValidatedModel
@@ -83,17 +84,25 @@ async def upload_model(
             warnings=[],
         )
 
-    row = await store_checked_upload(
-        request,
-        context,
-        owner_id=owner.id,
-        prefix=catalog.model_prefix(model_id),
-        key_for=lambda _filename: catalog.model_key(model_id),
-        max_bytes=context.settings.max_model_bytes,
-        check=check,
-        row_of=row_of,
-        check_fields=lambda upload: _declaration(upload.fields),
+    allowance = await run_in_threadpool(
+        limits.upload_allowance,
+        context.sessions,
+        owner.id,
+        settings=context.settings,
+        max_upload_bytes=context.settings.max_model_bytes,
     )
+    with allowance.refusing_past_it():  # past the owner's stored-bytes limit: 429
+        row = await store_checked_upload(
+            request,
+            context,
+            owner_id=owner.id,
+            prefix=catalog.model_prefix(model_id),
+            key_for=lambda _filename: catalog.model_key(model_id),
+            max_bytes=allowance.max_bytes,
+            check=check,
+            row_of=row_of,
+            check_fields=lambda upload: _declaration(upload.fields),
+        )
     return ModelOut.of(row)
 
 

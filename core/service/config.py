@@ -66,6 +66,15 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
     # A queued job whose message may have been lost (broker restart) is enqueued again after this.
     requeue_queued_after_seconds: float = Field(default=300.0, gt=0)
+    # Per-owner limits (None: none); past one, 429 with Retry-After. The defaults suit a small
+    # team's service: 100 queued jobs is a long sweep of experiments but not a runaway script,
+    # and 4 running lets one person use a few GPUs at once while the rest wait their turn
+    # (workers always take the owner with the fewest running jobs first, so this is a cap, not
+    # the fairness). Stored bytes (models, datasets, job results) are unlimited by default:
+    # only the operator knows the store's size; past it the store's own 507 is the backstop.
+    max_queued_jobs_per_owner: int | None = Field(default=100, ge=1)
+    max_running_jobs_per_owner: int | None = Field(default=4, ge=1)
+    max_stored_bytes_per_owner: int | None = Field(default=None, ge=0)
     # Celery: hard time limit < visibility timeout (a message is never redelivered mid-run).
     task_time_limit_seconds: int = Field(default=24 * 3600, ge=60)
     worker_device: str | None = None  # e.g. "cuda:0"; default: cuda if available, else cpu

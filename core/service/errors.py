@@ -21,13 +21,16 @@ __all__ = [
     "DatasetError",
     "InvalidConfig",
     "InvalidRequest",
+    "LimitReached",
     "ModelLoadError",
     "NotFound",
     "RobustError",
     "ServiceError",
     "ServiceUnavailable",
     "StorageFull",
+    "StoredBytesLimit",
     "TooLarge",
+    "TooManyQueuedJobs",
     "TrainingDiverged",
     "Unauthorized",
     "UnsafeArchiveError",
@@ -76,6 +79,24 @@ class StorageFull(ServiceError):
     """The artifact store has no room left (its disk is full, or its quota is spent)."""
 
 
+class LimitReached(ServiceError):
+    """The owner is at one of its limits (settings max_*_per_owner): 429, with Retry-After."""
+
+    def __init__(
+        self, message: str, *, field: str | None = None, retry_after_seconds: int = 60
+    ) -> None:
+        super().__init__(message, field=field)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class TooManyQueuedJobs(LimitReached):
+    """The owner already has max_queued_jobs_per_owner jobs waiting to run."""
+
+
+class StoredBytesLimit(LimitReached):
+    """The owner's models, datasets and job results already fill max_stored_bytes_per_owner."""
+
+
 # The one table: each domain error -> (the HTTP status the API answers, its code). The code is
 # the same on a failed job. A class not listed maps through its nearest listed base (MRO order);
 # a test checks that every domain error class is listed here itself.
@@ -93,6 +114,9 @@ ERROR_TABLE: dict[type[Exception], tuple[int, str]] = {
     UnsafeArchiveError: (422, "unsafe_archive"),
     InvalidConfig: (422, "invalid_config"),
     TrainingDiverged: (422, "training_diverged"),
+    LimitReached: (429, "limit_reached"),
+    TooManyQueuedJobs: (429, "too_many_queued_jobs"),
+    StoredBytesLimit: (429, "stored_bytes_limit"),
     ServiceUnavailable: (503, "service_unavailable"),
     StorageFull: (507, "storage_full"),
 }
