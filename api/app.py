@@ -20,6 +20,7 @@ from core.service.config import Settings
 from core.service.context import ServiceContext
 from core.service.jobs.sweeper import Sweeper
 from core.service.sandbox.validation import FileChecker, ValidationLimits
+from core.service.webhooks.delivery import WebhookDeliverer
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +56,17 @@ def create_app(settings: Settings, *, file_checker: FileChecker | None = None) -
         if settings.run_sweeper:
             sweeper = Sweeper(context.sessions, settings, queue.enqueue)
             sweeper.start()
+        deliverer = None
+        if settings.run_webhook_delivery:
+            deliverer = WebhookDeliverer(context.sessions, settings)
+            deliverer.start()
         try:
             yield
         finally:
             if sweeper is not None:
                 sweeper.stop()
+            if deliverer is not None:
+                deliverer.stop()
             if file_checker is None:
                 checker.close()
             context.engine.dispose()

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import datasets, health, jobs, models, report, web
+from api.routes import datasets, health, jobs, models, report, web, webhooks
 
 
 def all_routers() -> list[APIRouter]:
-    return [models.router, datasets.router, jobs.router, report.router, health.router, web.router]
+    return [
+        models.router,
+        datasets.router,
+        jobs.router,
+        webhooks.router,
+        report.router,
+        health.router,
+        web.router,
+    ]

@@ -93,6 +93,18 @@ class Settings(BaseSettings):
     # same weights as an uninterrupted one only when both ran with the same number of threads.
     torch_threads: int | None = Field(default=None, ge=1)
 
+    # Webhooks: job state changes posted to owners' endpoints by a thread of the API process,
+    # retried with exponential backoff (backoff * 2**(attempt-1), at most max_backoff) until
+    # delivered or out of attempts. Endpoints on loopback, private, link-local, multicast or
+    # reserved addresses are refused (SSRF) unless webhooks_allow_private.
+    run_webhook_delivery: bool = True
+    webhooks_allow_private: bool = False
+    webhook_poll_interval_seconds: float = Field(default=1.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=30)
+    webhook_backoff_seconds: float = Field(default=10.0, gt=0)
+    webhook_max_backoff_seconds: float = Field(default=3600.0, gt=0)
+
     log_level: str = "INFO"
     # JSON lines for log collectors; "text" for a person reading a terminal.
     log_format: Literal["json", "text"] = "json"

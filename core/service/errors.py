@@ -35,6 +35,7 @@ __all__ = [
     "Unauthorized",
     "UnsafeArchiveError",
     "ValidationTimeout",
+    "WebhookTargetRefused",
 ]
 
 
@@ -65,6 +66,14 @@ class TooLarge(ServiceError):
 
 class InvalidRequest(ServiceError):
     """A request that is well-formed but not acceptable (e.g. a dataset that doesn't fit)."""
+
+
+class WebhookTargetRefused(InvalidRequest):
+    """A webhook URL the service will not post to: malformed, not http(s), or (SSRF) a host on
+    a loopback, private, link-local, multicast or reserved address."""
+
+    def __init__(self, message: str, *, field: str | None = "url") -> None:
+        super().__init__(message, field=field)
 
 
 class ValidationTimeout(ServiceError):
@@ -108,6 +117,7 @@ ERROR_TABLE: dict[type[Exception], tuple[int, str]] = {
     TooLarge: (413, "too_large"),
     InvalidRequest: (422, "invalid_request"),
     ValidationTimeout: (422, "validation_timeout"),
+    WebhookTargetRefused: (422, "webhook_target_refused"),
     RobustError: (422, "engine_error"),
     ModelLoadError: (422, "invalid_model"),
     DatasetError: (422, "invalid_dataset"),

@@ -20,6 +20,7 @@ from core.service.db import transaction
 from core.service.errors import Conflict, JobCode, NotFound, error_body
 from core.service.ids import new_id
 from core.service.tables import Base, Checkpoint, Job, JobEvent, utcnow
+from core.service.webhooks.outbox import record_job_state
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ def create_job(
     session.add(job)
     session.flush()
     add_event(session, job.id, "queued", f"{kind} job created")
+    record_job_state(session, job)  # the webhooks' outbox, in the change's transaction
     return job, True
 
 
@@ -165,6 +167,7 @@ def claim_job(
                 f"attempt {job.attempts} of {max_attempts} on {worker_id}",
                 {"attempt": job.attempts, "worker": worker_id},
             )
+            record_job_state(session, job)
             return job
         if job.status == QUEUED and job.cancel_requested:
             _finish(
@@ -205,6 +208,7 @@ def _finish(
     job.lease_expires_at = None
     message = status if error is None else f"{status}: {error['message']}"
     add_event(session, job.id, status, message, {"error": error} if error else {})
+    record_job_state(session, job)
 
 
 def heartbeat(
@@ -344,6 +348,7 @@ def sweep(
                 "requeued",
                 f"the worker's lease expired during attempt {job.attempts}; queued again",
             )
+            record_job_state(session, job)
             to_enqueue.append(job.id)
         stale = session.scalars(
             select(Job)

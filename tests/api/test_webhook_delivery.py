@@ -1,0 +1,242 @@
+"""Webhook deliveries to a real receiver on loopback (private targets allowed here): a job's
+state change posted signed, retried after a failure with the same event id, given up after
+the attempts allowed; nothing posted once an endpoint is deleted; the outbox written in the
+state change's own transaction; redirects not followed and the target checked again."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from http_checks import job_body, row_count
+from sqlalchemy import func, select
+from webhook_receiver import Received, Receiver, running_receiver, wait_until
+
+from core.service.context import ServiceContext
+from core.service.db import transaction
+from core.service.jobs import lifecycle
+from core.service.tables import Model, WebhookDelivery
+from core.service.webhooks.delivery import Attempt, post
+from robustify.webhooks import verify_signature
+
+
+@pytest.fixture()
+def client(app_factory: Any) -> TestClient:
+    """An app whose delivery loop polls often, retries soon and may post to loopback."""
+    return app_factory(
+        webhooks_allow_private=True,
+        webhook_poll_interval_seconds=0.05,
+        webhook_backoff_seconds=0.1,
+        webhook_max_attempts=3,
+        webhook_timeout_seconds=2.0,
+    )
+
+
+@pytest.fixture()
+def receiver() -> Any:
+    with running_receiver() as value:
+        yield value
+
+
+def subscribe(client: TestClient, headers: dict[str, str], url: str, events: list[str]) -> Any:
+    response = client.post("/v1/webhooks", headers=headers, json={"url": url, "events": events})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def create_job(client: TestClient, headers: dict[str, str], model: dict[str, Any]) -> str:
+    response = client.post("/v1/jobs", headers=headers, json=job_body(model["id"]))
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+def deliveries(client: TestClient, headers: dict[str, str], endpoint_id: str) -> list[Any]:
+    response = client.get(f"/v1/webhooks/{endpoint_id}/deliveries", headers=headers)
+    assert response.status_code == 200, response.text
+    items: list[Any] = response.json()["items"]
+    return items
+
+
+def signed_correctly(request: Received, secret: str) -> bool:
+    """The HMAC-SHA256 of "<t>.<body>", recomputed here, is the header's v1."""
+    fields = dict(item.split("=", 1) for item in request.headers["Robustify-Signature"].split(","))
+    signed = fields["t"].encode() + b"." + request.body
+    expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, fields["v1"]) and abs(time.time() - int(fields["t"])) < 60
+
+
+def test_job_state_changes_are_delivered_signed(
+    client: TestClient,
+    headers: dict[str, str],
+    context: ServiceContext,
+    stored_model: dict[str, Any],
+    receiver: Receiver,
+):
+    endpoint = subscribe(client, headers, receiver.url, ["job.queued", "job.running"])
+    job_id = create_job(client, headers, stored_model)  # the API makes it queued
+    # A worker's claim makes it running (in another process in production: the same code).
+    claimed = lifecycle.claim_job(
+        context.sessions, job_id, worker_id="w1", lease_seconds=30, max_attempts=3
+    )
+    assert claimed is not None
+
+    first, second = receiver.wait_for(2)
+    for request, state in [(first, "queued"), (second, "running")]:
+        assert signed_correctly(request, endpoint["secret"])
+        event = json.loads(request.body)
+        assert event["type"] == f"job.{state}" == request.headers["Robustify-Event-Type"]
+        assert event["id"] == request.headers["Robustify-Event-Id"]
+        assert event["data"]["job"]["id"] == job_id
+        assert event["data"]["job"]["status"] == state
+        assert request.path == "/hook"
+        assert (
+            verify_signature(
+                request.body, request.headers["Robustify-Signature"], secret=endpoint["secret"]
+            )
+            == event
+        )
+    assert first.headers["Robustify-Event-Id"] != second.headers["Robustify-Event-Id"]
+    wait_until(
+        lambda: (
+            [d["status"] for d in deliveries(client, headers, endpoint["id"])]
+            == ["delivered", "delivered"]
+        )
+    )
+    listed = deliveries(client, headers, endpoint["id"])
+    assert [d["event_type"] for d in listed] == ["job.running", "job.queued"]
+    assert all(d["attempts"] == 1 and d["last_status_code"] == 200 for d in listed)
+
+
+def test_only_subscribed_events_are_delivered(
+    client: TestClient,
+    headers: dict[str, str],
+    stored_model: dict[str, Any],
+    receiver: Receiver,
+):
+    endpoint = subscribe(client, headers, receiver.url, ["job.cancelled"])
+    job_id = create_job(client, headers, stored_model)
+    assert client.post(f"/v1/jobs/{job_id}/cancel", headers=headers).status_code == 202
+    (request,) = receiver.wait_for(1)
+    assert json.loads(request.body)["type"] == "job.cancelled"
+    time.sleep(0.3)  # several polls: nothing else (the job.queued event) comes
+    assert len(receiver.requests) == 1
+    assert len(deliveries(client, headers, endpoint["id"])) == 1
+
+
+def test_a_failed_delivery_is_retried_with_the_same_event_id(
+    client: TestClient, headers: dict[str, str], stored_model: dict[str, Any]
+):
+    with running_receiver([500]) as receiver:
+        endpoint = subscribe(client, headers, receiver.url, ["job.queued"])
+        create_job(client, headers, stored_model)
+        first, second = receiver.wait_for(2)
+    assert first.headers["Robustify-Event-Id"] == second.headers["Robustify-Event-Id"]
+    assert first.body == second.body
+    assert signed_correctly(second, endpoint["secret"])
+    wait_until(lambda: deliveries(client, headers, endpoint["id"])[0]["status"] == "delivered")
+    (delivery,) = deliveries(client, headers, endpoint["id"])
+    assert delivery["attempts"] == 2
+    assert delivery["last_status_code"] == 200
+    assert delivery["event_id"] == first.headers["Robustify-Event-Id"]
+
+
+def test_a_delivery_fails_after_the_attempts_allowed(
+    client: TestClient, headers: dict[str, str], stored_model: dict[str, Any]
+):
+    with running_receiver([503] * 10) as receiver:
+        endpoint = subscribe(client, headers, receiver.url, ["job.queued"])
+        create_job(client, headers, stored_model)
+        wait_until(lambda: deliveries(client, headers, endpoint["id"])[0]["status"] == "failed")
+        time.sleep(0.5)  # past the backoff: no fourth attempt
+        assert len(receiver.requests) == 3
+    (delivery,) = deliveries(client, headers, endpoint["id"])
+    assert delivery["attempts"] == 3
+    assert delivery["last_status_code"] == 503
+    assert delivery["last_error"] == "HTTP 503"
+    assert delivery["next_attempt_at"] is None
+
+
+def test_deleting_an_endpoint_stops_its_deliveries(
+    client: TestClient,
+    headers: dict[str, str],
+    context: ServiceContext,
+    stored_model: dict[str, Any],
+):
+    with running_receiver([500] * 100) as receiver:
+        endpoint = subscribe(client, headers, receiver.url, ["job.queued", "job.cancelled"])
+        job_id = create_job(client, headers, stored_model)
+        receiver.wait_for(1)  # being retried
+        assert client.delete(f"/v1/webhooks/{endpoint['id']}", headers=headers).status_code == 204
+        time.sleep(0.3)  # a post in flight at the delete may still land
+        count = len(receiver.requests)
+        assert client.post(f"/v1/jobs/{job_id}/cancel", headers=headers).status_code == 202
+        time.sleep(0.6)  # several backoffs and polls
+        assert len(receiver.requests) == count
+    assert row_count(context, WebhookDelivery) == 0
+
+
+def test_a_rolled_back_state_change_leaves_no_delivery(
+    client: TestClient,
+    headers: dict[str, str],
+    context: ServiceContext,
+    stored_model: dict[str, Any],
+    receiver: Receiver,
+):
+    subscribe(client, headers, receiver.url, ["job.queued"])
+    owner_id = stored_model_owner(context, stored_model["id"])
+    with pytest.raises(RuntimeError), transaction(context.sessions) as session:
+        lifecycle.create_job(
+            session,
+            owner_id=owner_id,
+            kind="harden",
+            model_id=stored_model["id"],
+            dataset="builtin:digits",
+            config={},
+        )
+        written = session.scalar(select(func.count()).select_from(WebhookDelivery))
+        assert written == 1  # written beside the job...
+        raise RuntimeError("the transaction fails")
+    assert row_count(context, WebhookDelivery) == 0  # ...and gone with it
+    time.sleep(0.3)
+    assert receiver.requests == []
+
+
+def stored_model_owner(context: ServiceContext, model_id: str) -> str:
+    with context.sessions() as session:
+        model = session.get(Model, model_id)
+        assert model is not None
+        return model.owner_id
+
+
+def attempt_to(url: str) -> Attempt:
+    return Attempt(
+        delivery_id="whd_1",
+        event_id="evt_1",
+        event_type="job.queued",
+        url=url,
+        secret="whsec_test",
+        body='{"id":"evt_1"}',
+        attempt=1,
+    )
+
+
+def test_a_delivery_checks_its_target_again(receiver: Receiver):
+    with httpx.Client() as http:
+        outcome = post(http, attempt_to(receiver.url), allow_private=False)
+    assert not outcome.delivered
+    assert outcome.error is not None and "loopback" in outcome.error
+    assert receiver.requests == []
+
+
+def test_a_redirect_is_not_followed():
+    with running_receiver([302]) as receiver, httpx.Client() as http:
+        outcome = post(http, attempt_to(receiver.url), allow_private=True)
+        assert not outcome.delivered and outcome.status_code == 302
+        assert len(receiver.requests) == 1  # the Location was never asked for
