@@ -127,8 +127,9 @@ class TrainingOptions:
     precision: Annotated[
         Literal["auto", "fp32", "bf16", "fp16"],
         typer.Option(
-            help="The training step's arithmetic: auto (default) = bf16 on a GPU that has it, "
-            "else fp16 with a gradient scaler, fp32 on a CPU worker. Evaluation stays fp32.",
+            help="The training step's arithmetic: auto (default) = on a GPU, fp32 for images "
+            "of at most 128 px a side and above that bf16 where the GPU has it, else fp16 with "
+            "a gradient scaler; fp32 on a CPU worker. Evaluation stays fp32.",
             rich_help_panel=TRAINING,
         ),
     ] = "auto"

@@ -121,8 +121,10 @@ class HyperparametersIn(StrictRequest):
     )
     precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
         FINETUNE_DEFAULTS["precision"],
-        description="the training step's arithmetic (its attack and its update): auto = bf16 "
-        "on a GPU that has it, else fp16 with a gradient scaler, and fp32 on a CPU worker; "
+        description="the training step's arithmetic (its attack and its update): auto = on a "
+        "GPU, fp32 for images of at most 128 pixels on a side (where mixed precision measured "
+        "no gain) and above that bf16 where the GPU has it, else fp16 with a gradient scaler; "
+        "fp32 on a CPU worker; "
         "fp32, bf16 or fp16 to choose (bf16 and fp16 run on a CPU too, slowly). The evaluations "
         "and the validation stay fp32 (low-precision gradients can pass for robustness); the "
         "precision trained with is in the job's metrics and manifest",
