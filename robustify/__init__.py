@@ -41,6 +41,7 @@ from robustify.types.options import (
     Resources,
     ThreatModelOptions,
 )
+from robustify.types.webhooks import Webhook, WebhookDelivery
 
 __all__ = [
     "DEFAULT_URL",
@@ -67,4 +68,6 @@ __all__ = [
     "RobustifyError",
     "Stage",
     "ThreatModelOptions",
+    "Webhook",
+    "WebhookDelivery",
 ]

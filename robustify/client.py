@@ -1,5 +1,5 @@
-"""Client: the v1 API as one API key's owner, its resources grouped as `models`, `datasets`
-and `jobs`; typed results, errors as exceptions."""
+"""Client: the v1 API as one API key's owner, its resources grouped as `models`, `datasets`,
+`jobs` and `webhooks`; typed results, errors as exceptions."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from robustify.connection import Connection
-from robustify.resources import Datasets, Jobs, Models
+from robustify.resources import Datasets, Jobs, Models, Webhooks
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 60.0
@@ -38,6 +38,7 @@ class Client:
         self.models = Models(self._connection)
         self.datasets = Datasets(self._connection)
         self.jobs = Jobs(self._connection)
+        self.webhooks = Webhooks(self._connection)
 
     def close(self) -> None:
         self._connection.close()

@@ -23,7 +23,12 @@ router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 WebhookId = Annotated[str, Path(max_length=40, pattern=ID_PATTERN)]
 
 
-@router.post("", status_code=201, summary="Create a webhook endpoint")
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a webhook endpoint",
+    responses={409: {"description": "this owner already has the most endpoints allowed"}},
+)
 def create_webhook(
     body: WebhookCreate, owner: OwnerDep, session: SessionDep, context: ContextDep
 ) -> WebhookCreated:

@@ -4,16 +4,21 @@ naming the problem; another owner's endpoints are not found."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from http_checks import assert_error, row_count
 
 from core.service.context import ServiceContext
 from core.service.jobs.lifecycle import STATUSES
 from core.service.tables import WebhookEndpoint
+from core.service.webhooks.endpoints import MAX_ENDPOINTS_PER_OWNER
 from core.service.webhooks.outbox import EVENT_TYPES
+from robustify import ApiError, Client, Webhook, WebhookDelivery
 
 # A public address literal: accepted without a DNS lookup (nothing is ever posted to it here).
 PUBLIC_URL = "https://93.184.215.14/robustify-hook"
@@ -138,3 +143,55 @@ def test_other_owner_gets_404(
 def test_webhooks_need_an_api_key(client: TestClient):
     assert_error(client.get("/v1/webhooks"), 401, "unauthorized")
     assert_error(client.post("/v1/webhooks", json={"url": PUBLIC_URL, "events": []}), 401)
+
+
+def through(client: TestClient) -> httpx.MockTransport:
+    """A transport that hands each SDK request to the app in this process, in full."""
+
+    def forward(request: httpx.Request) -> httpx.Response:
+        answer = client.request(
+            request.method,
+            request.url.path,
+            params=request.url.params,
+            headers=request.headers,
+            content=request.content,
+        )
+        return httpx.Response(answer.status_code, json=answer.json() if answer.content else None)
+
+    return httpx.MockTransport(forward)
+
+
+def test_the_sdk_manages_webhooks(client: TestClient, headers: dict[str, str]):
+    api_key = headers["Authorization"].removeprefix("Bearer ")
+    with Client("http://testserver", api_key, transport=through(client)) as sdk:
+        created = sdk.webhooks.create(PUBLIC_URL, events=["job.failed"])
+        assert created.secret is not None and created.secret.startswith("whsec_")
+        assert sdk.webhooks.get(created.id).secret is None
+        assert [webhook.id for webhook in sdk.webhooks.list()] == [created.id]
+        assert list(sdk.webhooks.deliveries(created.id)) == []
+        with pytest.raises(ApiError) as refused:
+            sdk.webhooks.create("http://127.0.0.1/hook", events=["job.failed"])
+        assert refused.value.status == 422 and refused.value.field == "url"
+        sdk.webhooks.delete(created.id)
+        assert list(sdk.webhooks.list()) == []
+
+
+@pytest.mark.parametrize(
+    ("sdk_type", "schema_name"),
+    [(Webhook, "WebhookCreated"), (WebhookDelivery, "WebhookDeliveryOut")],
+)
+def test_the_sdk_types_have_the_schemas_properties(
+    app: FastAPI, sdk_type: type[Any], schema_name: str
+):
+    properties = set(app.openapi()["components"]["schemas"][schema_name]["properties"])
+    assert {field.name for field in dataclasses.fields(sdk_type)} - {"raw"} == properties
+
+
+def test_an_owner_has_a_bounded_number_of_endpoints(
+    client: TestClient, headers: dict[str, str], other_headers: dict[str, str]
+):
+    for _ in range(MAX_ENDPOINTS_PER_OWNER):
+        assert create(client, headers).status_code == 201
+    error = assert_error(create(client, headers), 409, "conflict")
+    assert str(MAX_ENDPOINTS_PER_OWNER) in error["message"]
+    assert create(client, other_headers).status_code == 201  # a limit per owner

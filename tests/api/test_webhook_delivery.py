@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import ssl
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +18,13 @@ import pytest
 from fastapi.testclient import TestClient
 from http_checks import job_body, row_count
 from sqlalchemy import func, select
-from webhook_receiver import Received, Receiver, running_receiver, wait_until
+from webhook_receiver import (
+    Received,
+    Receiver,
+    running_receiver,
+    self_signed_certificate,
+    wait_until,
+)
 
 from core.service.context import ServiceContext
 from core.service.db import transaction
@@ -240,3 +248,33 @@ def test_a_redirect_is_not_followed():
         outcome = post(http, attempt_to(receiver.url), allow_private=True)
         assert not outcome.delivered and outcome.status_code == 302
         assert len(receiver.requests) == 1  # the Location was never asked for
+
+
+def tls_receiver_context(tmp_path: Path, host: str) -> tuple[ssl.SSLContext, Path]:
+    cert, key = self_signed_certificate(tmp_path, host)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    return server, cert
+
+
+def test_an_https_delivery_goes_to_the_checked_address_under_the_urls_name(tmp_path: Path):
+    server, cert = tls_receiver_context(tmp_path, "localhost")
+    trusting = ssl.create_default_context(cafile=str(cert))
+    with running_receiver(tls=server) as receiver, httpx.Client(verify=trusting) as http:
+        url = f"https://localhost:{receiver.port}/hook"
+        outcome = post(http, attempt_to(url), allow_private=True)
+        assert outcome.delivered, outcome
+        (request,) = receiver.requests
+    assert request.headers["Host"] == f"localhost:{receiver.port}"
+
+
+def test_an_https_delivery_checks_the_certificate_against_the_urls_host(tmp_path: Path):
+    server, cert = tls_receiver_context(tmp_path, "other.example")
+    trusting = ssl.create_default_context(cafile=str(cert))
+    with running_receiver(tls=server) as receiver, httpx.Client(verify=trusting) as http:
+        outcome = post(
+            http, attempt_to(f"https://localhost:{receiver.port}/hook"), allow_private=True
+        )
+        assert receiver.requests == []
+    assert not outcome.delivered and outcome.status_code is None
+    assert outcome.error is not None and "certificate" in outcome.error.lower(), outcome

@@ -3,12 +3,15 @@ request and answers the statuses it is given, in order (then 200)."""
 
 from __future__ import annotations
 
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -19,15 +22,19 @@ class Received:
 
 
 class Receiver:
-    def __init__(self, server: ThreadingHTTPServer, statuses: list[int]) -> None:
-        self.server, self.statuses = server, statuses
+    def __init__(self, server: ThreadingHTTPServer, statuses: list[int], scheme: str) -> None:
+        self.server, self.statuses, self.scheme = server, statuses, scheme
         self.requests: list[Received] = []
         self.lock = threading.Lock()
 
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/hook"
+        return f"{self.scheme}://{host}:{port}/hook"
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
 
     def next_status(self) -> int:
         with self.lock:
@@ -48,7 +55,10 @@ def wait_until(condition: Callable[[], bool], *, timeout: float = 15.0) -> None:
 
 
 @contextmanager
-def running_receiver(statuses: list[int] | None = None) -> Iterator[Receiver]:
+def running_receiver(
+    statuses: list[int] | None = None, *, tls: ssl.SSLContext | None = None
+) -> Iterator[Receiver]:
+    """A receiver on 127.0.0.1 (HTTPS with `tls`, a server context)."""
     receiver: Receiver
 
     class Handler(BaseHTTPRequestHandler):
@@ -67,7 +77,9 @@ def running_receiver(statuses: list[int] | None = None) -> Iterator[Receiver]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    receiver = Receiver(server, list(statuses or []))
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    receiver = Receiver(server, list(statuses or []), "https" if tls else "http")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -76,3 +88,16 @@ def running_receiver(statuses: list[int] | None = None) -> Iterator[Receiver]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def self_signed_certificate(folder: Path, host: str) -> tuple[Path, Path]:
+    """A certificate for `host` (and its key), made by openssl: (cert.pem, key.pem)."""
+    cert, key = folder / f"{host}-cert.pem", folder / f"{host}-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", f"/CN={host}",
+         "-addext", f"subjectAltName=DNS:{host}"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
