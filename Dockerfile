@@ -36,8 +36,10 @@ COPY migrations ./migrations
 RUN pip install --no-deps . && rm -rf /src/build
 
 # Not root: uploaded models are programs (TorchScript), and the worker runs them.
+# The folders a named volume is mounted on exist here, so a new volume starts owned by robustify.
 RUN useradd --system --uid 10001 --home-dir /var/lib/robustify --shell /usr/sbin/nologin robustify \
     && mkdir -p /var/lib/robustify/artifacts /var/lib/robustify/datasets \
+        /var/lib/robustify/dataset-cache \
     && chown -R robustify:robustify /var/lib/robustify
 USER robustify
 WORKDIR /var/lib/robustify

@@ -66,7 +66,8 @@ def mounts(service: dict[str, Any]) -> dict[str, str]:
 
 
 def test_compose_has_the_services_of_production(compose_config):
-    assert {"postgres", "redis", "migrate", "api", "worker"} <= set(compose_config["services"])
+    expected = {"postgres", "redis", "seaweedfs", "s3-bucket", "migrate", "api", "worker"}
+    assert expected <= set(compose_config["services"])
 
 
 def test_api_and_worker_start_after_the_migration_succeeded(compose_config):
@@ -82,13 +83,33 @@ def test_worker_reserves_one_nvidia_gpu(compose_config):
     assert devices["devices"] == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
 
 
-def test_api_and_worker_share_the_artifact_volume_at_one_path(compose_config):
+def test_artifacts_are_in_the_s3_service_and_no_volume_is_shared(compose_config):
     services = compose_config["services"]
-    api, worker = services["api"], services["worker"]
-    artifacts_dir = api["environment"]["ROBUSTIFY_ARTIFACTS_DIR"]
-    assert worker["environment"]["ROBUSTIFY_ARTIFACTS_DIR"] == artifacts_dir
-    assert mounts(api)[artifacts_dir] == mounts(worker)[artifacts_dir]
-    assert mounts(api)[artifacts_dir] in compose_config["volumes"]
+    api, worker, store = services["api"], services["worker"], services["seaweedfs"]
+    for service in (api, worker):
+        environment = service["environment"]
+        assert environment["ROBUSTIFY_ARTIFACTS_URL"] == "s3://robustify/artifacts"
+        assert environment["ROBUSTIFY_S3_ENDPOINT_URL"] == "http://seaweedfs:8333"
+        assert "ROBUSTIFY_ARTIFACTS_DIR" not in environment
+        # The key pair they sign with is the store's one identity.
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            assert environment[name] == store["environment"][name], name
+        assert environment["AWS_REGION"]
+    assert store["image"].startswith("chrislusf/seaweedfs:")
+    assert store["command"][:1] == ["server"] and "-s3" in store["command"]
+    assert "artifacts" not in compose_config["volumes"]
+    shared = set(mounts(api).values()) & set(mounts(worker).values())
+    assert shared == set(), f"api and worker share {shared}"
+
+
+def test_the_bucket_is_made_before_api_and_worker_start(compose_config):
+    services = compose_config["services"]
+    bucket = services["s3-bucket"]
+    assert bucket["command"] == ["python", "-m", "core.service.storage.bucket"]
+    assert bucket["depends_on"]["seaweedfs"]["condition"] == "service_healthy"
+    for name in ("api", "worker"):
+        made = services[name]["depends_on"]["s3-bucket"]
+        assert made["condition"] == "service_completed_successfully"
 
 
 def test_services_point_at_postgres_and_redis(compose_config):
@@ -102,7 +123,7 @@ def test_services_point_at_postgres_and_redis(compose_config):
 def test_redis_persists_messages_and_services_have_healthchecks(compose_config):
     services = compose_config["services"]
     assert services["redis"]["command"][-2:] == ["--appendonly", "yes"]
-    for name in ("postgres", "redis", "api", "worker"):
+    for name in ("postgres", "redis", "seaweedfs", "api", "worker"):
         assert services[name]["healthcheck"]["test"], name
 
 
