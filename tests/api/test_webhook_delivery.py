@@ -10,6 +10,7 @@ import hmac
 import json
 import ssl
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from core.service.context import ServiceContext
 from core.service.db import transaction
 from core.service.jobs import lifecycle
 from core.service.tables import Model, WebhookDelivery
-from core.service.webhooks.delivery import Attempt, post
+from core.service.webhooks.delivery import Attempt, post, prune_finished
 from robustify.webhooks import verify_signature
 
 
@@ -38,6 +39,7 @@ from robustify.webhooks import verify_signature
 def client(app_factory: Any) -> TestClient:
     """An app whose delivery loop polls often, retries soon and may post to loopback."""
     return app_factory(
+        run_sweeper=False,  # the tests sweep themselves, when they mean to
         webhooks_allow_private=True,
         webhook_poll_interval_seconds=0.05,
         webhook_backoff_seconds=0.1,
@@ -95,7 +97,9 @@ def test_job_state_changes_are_delivered_signed(
     )
     assert claimed is not None
 
-    first, second = receiver.wait_for(2)
+    # Deliveries due together are posted at once: in no particular order.
+    received = {json.loads(r.body)["type"]: r for r in receiver.wait_for(2)}
+    first, second = received["job.queued"], received["job.running"]
     for request, state in [(first, "queued"), (second, "running")]:
         assert signed_correctly(request, endpoint["secret"])
         event = json.loads(request.body)
@@ -118,7 +122,7 @@ def test_job_state_changes_are_delivered_signed(
         )
     )
     listed = deliveries(client, headers, endpoint["id"])
-    assert [d["event_type"] for d in listed] == ["job.running", "job.queued"]
+    assert sorted(d["event_type"] for d in listed) == ["job.queued", "job.running"]
     assert all(d["attempts"] == 1 and d["last_status_code"] == 200 for d in listed)
 
 
@@ -278,3 +282,59 @@ def test_an_https_delivery_checks_the_certificate_against_the_urls_host(tmp_path
         assert receiver.requests == []
     assert not outcome.delivered and outcome.status_code is None
     assert outcome.error is not None and "certificate" in outcome.error.lower(), outcome
+
+
+def test_a_workers_end_and_a_sweepers_requeue_are_delivered(
+    client: TestClient,
+    headers: dict[str, str],
+    context: ServiceContext,
+    stored_model: dict[str, Any],
+    receiver: Receiver,
+):
+    subscribe(client, headers, receiver.url, ["job.queued", "job.succeeded"])
+    job_id = create_job(client, headers, stored_model)
+    factory = context.sessions
+    # A worker whose lease ran out: the sweeper queues the job again...
+    assert lifecycle.claim_job(factory, job_id, worker_id="w1", lease_seconds=0.01, max_attempts=3)
+    time.sleep(0.05)
+    assert lifecycle.sweep(factory, max_attempts=3, requeue_queued_after=timedelta(hours=1)) == [
+        job_id
+    ]
+    # ...and the next worker finishes it, as the pipeline does.
+    assert lifecycle.claim_job(factory, job_id, worker_id="w2", lease_seconds=30, max_attempts=3)
+    lifecycle.finish_job(factory, job_id, worker_id="w2", status=lifecycle.SUCCEEDED)
+
+    requests = receiver.wait_for(3)
+    events = [json.loads(request.body) for request in requests]
+    assert sorted(event["type"] for event in events) == [
+        "job.queued",
+        "job.queued",
+        "job.succeeded",
+    ]
+    (finished,) = [e["data"]["job"] for e in events if e["type"] == "job.succeeded"]
+    assert finished["status"] == "succeeded" and finished["attempts"] == 2
+    assert finished["finished_at"] is not None
+    assert len({event["id"] for event in events}) == 3
+
+
+def test_old_finished_deliveries_are_pruned_and_pending_ones_kept(
+    client: TestClient,
+    headers: dict[str, str],
+    context: ServiceContext,
+    stored_model: dict[str, Any],
+):
+    with running_receiver([500] * 100) as receiver:
+        endpoint = subscribe(client, headers, receiver.url, ["job.queued", "job.cancelled"])
+        job_id = create_job(client, headers, stored_model)
+        assert client.post(f"/v1/jobs/{job_id}/cancel", headers=headers).status_code == 202
+        receiver.wait_for(2)
+    with transaction(context.sessions) as session:
+        queued = session.scalars(
+            select(WebhookDelivery).where(WebhookDelivery.event_type == "job.queued")
+        ).one()
+        queued.status = "delivered"  # as if long done; the cancelled one is still pending
+    later = datetime.now(UTC) + timedelta(days=1)
+    assert prune_finished(context.sessions, older_than=later) == 1
+    remaining = deliveries(client, headers, endpoint["id"])
+    assert [d["event_type"] for d in remaining] == ["job.cancelled"]
+    assert prune_finished(context.sessions, older_than=datetime.now(UTC) - timedelta(days=1)) == 0

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.service.config import Settings
@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 DELIVERY_THREADS = 4
 USER_AGENT = "robustify-webhooks/1"
 MAX_ERROR_LENGTH = 500
+# Delivered and failed deliveries are kept this long (listed at /v1/webhooks/{id}/deliveries),
+# then deleted; pruned at most this often.
+KEEP_FINISHED = timedelta(days=30)
+PRUNE_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,17 @@ def record_outcome(
             delivery.next_attempt_at = now + timedelta(seconds=delay)
 
 
+def prune_finished(factory: sessionmaker[Session], *, older_than: datetime) -> int:
+    """Delete the delivered and failed deliveries created before `older_than`; their count."""
+    with transaction(factory) as session:
+        result = session.execute(
+            delete(WebhookDelivery).where(
+                WebhookDelivery.status != PENDING, WebhookDelivery.created_at < older_than
+            )
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
 class WebhookDeliverer(threading.Thread):
     """Every `webhook_poll_interval_seconds`, post what is due, until nothing is."""
 
@@ -177,6 +192,7 @@ class WebhookDeliverer(threading.Thread):
         )
         self.pool = ThreadPoolExecutor(DELIVERY_THREADS, thread_name_prefix="robustify-webhook")
         self.stopped = threading.Event()
+        self.last_prune: float | None = None
 
     @property
     def hold_seconds(self) -> float:
@@ -208,6 +224,9 @@ class WebhookDeliverer(threading.Thread):
             try:
                 while self.deliver_due() and not self.stopped.is_set():
                     pass
+                if self.last_prune is None or time.monotonic() - self.last_prune >= PRUNE_SECONDS:
+                    self.last_prune = time.monotonic()
+                    prune_finished(self.factory, older_than=utcnow() - KEEP_FINISHED)
             except Exception:  # the database may be away for a moment; try again
                 log.exception("webhook delivery failed")
 
