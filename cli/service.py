@@ -24,6 +24,7 @@ from cli.processes import (
 )
 from core.service.config import Settings
 from core.service.logs import configure_logging
+from core.service.storage import artifacts_location
 
 if TYPE_CHECKING:
     import uvicorn
@@ -217,7 +218,7 @@ def _print_banner(settings: Settings, *, host: str, port: int, worker_pid: int) 
     console.print(f"[bold]robustify is starting[/] at [cyan]http://{host}:{port}[/]")
     console.print(f"  data dir  {settings.data_dir.resolve()}", markup=False)
     console.print(f"  database  {display_url(settings.resolved_database_url)}", markup=False)
-    console.print(f"  artifacts {settings.resolved_artifacts_dir}", markup=False)
+    console.print(f"  artifacts {artifacts_location(settings)}", markup=False)
     console.print(f"  worker    pid {worker_pid}", markup=False)
     console.print("  an API key: robustify keys create NAME   (Ctrl-C stops)", markup=False)
 

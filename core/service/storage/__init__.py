@@ -3,7 +3,8 @@
 `ArtifactStore` is the interface every caller speaks (streams in, ranges out, stat, list,
 delete, a local copy for the engine); `LocalArtifactStore` keeps the objects under one folder,
 `S3ArtifactStore` in an S3-compatible bucket.
-`store_from_settings` is the one place that picks the store for a deployment.
+`store_from_settings` is the one place that picks the store for a deployment;
+`artifacts_location` says where it puts them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "ArtifactStore",
     "LocalArtifactStore",
     "StoredArtifact",
+    "artifacts_location",
     "store_from_settings",
 ]
 
@@ -39,3 +41,11 @@ def store_from_settings(settings: Settings) -> ArtifactStore:
             settings.artifacts_url, endpoint_url=settings.s3_endpoint_url
         )
     return LocalArtifactStore(settings.resolved_artifacts_dir)
+
+
+def artifacts_location(settings: Settings) -> str:
+    """Where store_from_settings puts the artifacts, fit to print: the s3:// URL and the
+    endpoint it is reached at (AWS's own when none is set), or the folder."""
+    if settings.artifacts_in_s3:
+        return f"{settings.artifacts_url} at {settings.s3_endpoint_url or 'AWS S3'}"
+    return str(settings.resolved_artifacts_dir)
