@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Update, and_, func, or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import ColumnElement, CursorResult, Update, and_, func, or_, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from core.service.db import transaction
 from core.service.errors import Conflict, JobCode, NotFound, error_body
 from core.service.ids import new_id
-from core.service.tables import Base, Checkpoint, Job, JobEvent, utcnow
+from core.service.tables import Base, Checkpoint, Job, JobEvent, Owner, utcnow
 from core.service.webhooks.outbox import record_job_state
 
 log = logging.getLogger(__name__)
@@ -128,11 +128,13 @@ def claim_job(
     worker_id: str,
     lease_seconds: float,
     max_attempts: int,
+    max_running_per_owner: int | None = None,
 ) -> Job | None:
-    """Take the job if it is free: queued, or running under an expired lease.
+    """Take the job if it is free: queued, or running under an expired lease; with
+    `max_running_per_owner`, only while its owner runs fewer other jobs than that.
 
-    None when another worker holds it, it has ended, or it is out of attempts (then it is
-    failed here, with an error that says so).
+    None when another worker holds it, it has ended, its owner is at the limit, or it is out
+    of attempts (then it is failed here, with an error that says so).
     """
     now = utcnow()
     with transaction(factory) as session:
@@ -144,6 +146,7 @@ def claim_job(
                 Job.attempts < max_attempts,
                 Job.cancel_requested.is_(False),
                 or_(Job.status == QUEUED, and_(Job.status == RUNNING, Job.lease_expires_at < now)),
+                *_below_running_limit(session, job_id, max_running_per_owner),
             )
             .values(
                 status=RUNNING,
@@ -179,6 +182,30 @@ def claim_job(
         elif job.status not in TERMINAL and job.attempts >= max_attempts:
             _give_up(session, job, max_attempts)
         return None
+
+
+def _below_running_limit(
+    session: Session, job_id: str, max_running: int | None
+) -> list[ColumnElement[bool]]:
+    """The claim's condition that the job's owner runs fewer than `max_running` other jobs.
+
+    The owner's row is locked first (PostgreSQL; SQLite runs one writer at a time anyway), so
+    the UPDATE's count, read after the lock, sees every claim of that owner made before it:
+    two workers can never both take the owner's last free place."""
+    if max_running is None:
+        return []
+    owner_id = session.scalar(select(Job.owner_id).where(Job.id == job_id))
+    if owner_id is None:
+        return []
+    session.execute(select(Owner.id).where(Owner.id == owner_id).with_for_update(key_share=True))
+    others = aliased(Job)
+    running = (
+        select(func.count())
+        .select_from(others)
+        .where(others.owner_id == owner_id, others.status == RUNNING, others.id != job_id)
+        .scalar_subquery()
+    )
+    return [running < max_running]
 
 
 def _rows_changed(session: Session, statement: Update) -> int:
@@ -358,6 +385,21 @@ def sweep(
         for job in stale:
             job.enqueued_at = now
             to_enqueue.append(job.id)
+        # A job ended here frees a running place of its owner with no worker left to say so: a
+        # message for the owner's oldest waiting job (see core.service.jobs.dispatch).
+        for job in expired:
+            waiting = _oldest_queued(session, job.owner_id) if job.status in TERMINAL else None
+            if waiting is not None and waiting not in to_enqueue:
+                to_enqueue.append(waiting)
     if to_enqueue:
         log.info("sweep: re-enqueueing %s", to_enqueue)
     return to_enqueue
+
+
+def _oldest_queued(session: Session, owner_id: str) -> str | None:
+    return session.scalar(
+        select(Job.id)
+        .where(Job.owner_id == owner_id, Job.status == QUEUED)
+        .order_by(Job.created_at, Job.id)
+        .limit(1)
+    )

@@ -42,6 +42,7 @@ from core.service.jobs.staging import load_model_row, stage_inputs
 from core.service.sandbox.host import gpu_devices
 from core.service.sandbox.runner import Sandbox, sandbox_from_settings
 from core.service.storage import ArtifactStore
+from core.service.tables import Job
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,19 @@ def run_job(
     if job is None:
         log.info("job %s: not claimed (held elsewhere, ended, or out of attempts)", job_id)
         return
+    run_claimed_job(job, settings=settings, factory=factory, store=store, worker_id=worker_id)
+
+
+def run_claimed_job(
+    job: Job,
+    *,
+    settings: Settings,
+    factory: sessionmaker[Session],
+    store: ArtifactStore,
+    worker_id: str,
+) -> None:
+    """Run a job this worker has just claimed (core.service.jobs.dispatch) to its end."""
+    job_id = job.id
     keeper = LeaseKeeper(factory, job_id, worker_id=worker_id, settings=settings)
     keeper.start()
     try:

@@ -1,0 +1,147 @@
+"""Fair dispatch: which queued job a worker takes when it takes a broker message.
+
+A message stays a token for its world size's queue ("look at job X" names a job, whose world
+size routes it). The worker that takes one claims the *fairest* queued job of that world size,
+not necessarily X: the job of the owner with the fewest running jobs (below the running limit),
+then of the owner served least recently, then the oldest. One owner's 50 queued jobs then
+alternate with another owner's one instead of going first. Every queued job has sent a token,
+so there are always as many tokens as jobs to take them; a token spent while every waiting
+owner was at its limit is made good by `wake_tokens` when one of their jobs ends.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import ColumnElement, func, nulls_first, select
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from core.service.jobs import lifecycle
+from core.service.jobs.lifecycle import QUEUED, RUNNING
+from core.service.tables import Job
+
+log = logging.getLogger(__name__)
+
+# Candidates tried per token: each failed try is a job another worker took first, or an owner
+# that reached its limit meanwhile.
+CLAIM_TRIES = 8
+
+
+def world_size_column() -> ColumnElement[int]:
+    """A job's resources.world_size, read from its stored config (1 when it names none)."""
+    return func.coalesce(Job.config[("resources", "world_size")].as_integer(), 1)
+
+
+def fairest_queued_job(
+    session: Session,
+    *,
+    world_size: int,
+    max_attempts: int,
+    max_running_per_owner: int | None,
+    passed_jobs: frozenset[str] = frozenset(),
+    passed_owners: frozenset[str] = frozenset(),
+) -> Job | None:
+    """The queued job of `world_size` that should run next, or None: the owner with the fewest
+    running jobs (only owners below `max_running_per_owner`), then the owner whose latest job
+    started longest ago (never: first), then the oldest job."""
+    others = aliased(Job)
+    running = (
+        select(func.count())
+        .select_from(others)
+        .where(others.owner_id == Job.owner_id, others.status == RUNNING)
+        .correlate(Job)
+        .scalar_subquery()
+    )
+    last_started = (
+        select(func.max(others.started_at))
+        .where(others.owner_id == Job.owner_id)
+        .correlate(Job)
+        .scalar_subquery()
+    )
+    statement = select(Job).where(
+        Job.status == QUEUED,
+        Job.cancel_requested.is_(False),
+        Job.attempts < max_attempts,
+        world_size_column() == world_size,
+    )
+    if passed_jobs:
+        statement = statement.where(Job.id.not_in(passed_jobs))
+    if passed_owners:
+        statement = statement.where(Job.owner_id.not_in(passed_owners))
+    if max_running_per_owner is not None:
+        statement = statement.where(running < max_running_per_owner)
+    statement = statement.order_by(
+        running, nulls_first(last_started), Job.created_at, Job.id
+    ).limit(1)
+    return session.scalar(statement)
+
+
+def claim_next_job(
+    factory: sessionmaker[Session],
+    *,
+    world_size: int,
+    worker_id: str,
+    lease_seconds: float,
+    max_attempts: int,
+    max_running_per_owner: int | None,
+) -> Job | None:
+    """Claim the fairest queued job of `world_size` for `worker_id`; None when no owner has one
+    it may run now. The claim itself is lifecycle.claim_job's compare-and-set (only one worker
+    can win a job, its owner's running limit checked under a lock); a candidate lost to another
+    worker is passed over and the next fairest one tried."""
+    passed_jobs: set[str] = set()
+    passed_owners: set[str] = set()
+    for _ in range(CLAIM_TRIES):
+        with factory() as session:
+            candidate = fairest_queued_job(
+                session,
+                world_size=world_size,
+                max_attempts=max_attempts,
+                max_running_per_owner=max_running_per_owner,
+                passed_jobs=frozenset(passed_jobs),
+                passed_owners=frozenset(passed_owners),
+            )
+            if candidate is None:
+                return None
+            job_id, owner_id = candidate.id, candidate.owner_id
+        job = lifecycle.claim_job(
+            factory,
+            job_id,
+            worker_id=worker_id,
+            lease_seconds=lease_seconds,
+            max_attempts=max_attempts,
+            max_running_per_owner=max_running_per_owner,
+        )
+        if job is not None:
+            return job
+        passed_jobs.add(job_id)
+        if max_running_per_owner is not None and _running(factory, owner_id) >= (
+            max_running_per_owner
+        ):
+            passed_owners.add(owner_id)
+    log.info("no job claimed after %d candidates were taken by others", CLAIM_TRIES)
+    return None
+
+
+def _running(factory: sessionmaker[Session], owner_id: str) -> int:
+    with factory() as session:
+        count = session.scalar(
+            select(func.count()).where(Job.owner_id == owner_id, Job.status == RUNNING)
+        )
+        return int(count or 0)
+
+
+def wake_tokens(session: Session, owner_id: str) -> list[tuple[str, int]]:
+    """(job id, world size) of the owner's oldest queued job of each world size it has queued:
+    the tokens to send when one of its jobs stops running, since a token that came while it was
+    at its running limit was spent without a claim."""
+    world_size = world_size_column().label("world_size")
+    rows = session.execute(
+        select(Job.id, world_size)
+        .where(Job.owner_id == owner_id, Job.status == QUEUED)
+        .order_by(Job.created_at, Job.id)
+    ).all()
+    oldest: dict[int, str] = {}
+    for job_id, size in rows:
+        oldest.setdefault(int(size), job_id)
+    return [(job_id, size) for size, job_id in oldest.items()]
