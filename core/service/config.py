@@ -121,6 +121,19 @@ class Settings(BaseSettings):
     def broker_folder(self) -> Path:
         return (self.data_dir / "broker").resolve()
 
+    @field_validator(
+        "max_queued_jobs_per_owner",
+        "max_running_jobs_per_owner",
+        "max_stored_bytes_per_owner",
+        mode="before",
+    )
+    @classmethod
+    def _no_limit(cls, value: object) -> object:
+        # An environment variable cannot be None: "none" (or an empty value) says no limit.
+        if isinstance(value, str) and value.strip().lower() in ("", "none"):
+            return None
+        return value
+
     @field_validator("artifacts_url")
     @classmethod
     def _s3_or_folder(cls, url: str | None) -> str | None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from http_checks import (
     DIGITS_FIELDS,
@@ -26,6 +27,7 @@ from http_checks import (
 
 from core.robust.datasets.loading import DatasetSplits
 from core.service.auth import create_key
+from core.service.config import Settings
 from core.service.context import ServiceContext
 from core.service.db import transaction
 from core.service.tables import Dataset, Model
@@ -192,3 +194,15 @@ def test_a_harden_job_at_the_stored_bytes_limit_is_429_and_an_evaluation_is_not(
 
     assert_limit_refusal(harden, "stored_bytes_limit", "max_stored_bytes_per_owner")
     assert evaluate.status_code == 202, evaluate.text
+
+
+def test_none_in_the_environment_means_no_limit(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("ROBUSTIFY_MAX_QUEUED_JOBS_PER_OWNER", "none")
+    monkeypatch.setenv("ROBUSTIFY_MAX_RUNNING_JOBS_PER_OWNER", "")
+    monkeypatch.setenv("ROBUSTIFY_MAX_STORED_BYTES_PER_OWNER", "1000")
+
+    settings = Settings()
+
+    assert settings.max_queued_jobs_per_owner is None
+    assert settings.max_running_jobs_per_owner is None
+    assert settings.max_stored_bytes_per_owner == 1000
