@@ -1,6 +1,8 @@
-"""Jobs with the artifacts on a real S3 store (SeaweedFS): a worker SIGKILLed mid-job, whose
-job another worker resumes from the last epoch checkpoint in the bucket, as
-test_faults.test_killed_worker_resumes_from_last_checkpoint does on a folder."""
+"""Jobs with the artifacts on a real S3 store (SeaweedFS), run by real worker processes: a
+worker SIGKILLed mid-job, whose job another worker resumes from the last epoch checkpoint in
+the bucket (as test_faults.test_killed_worker_resumes_from_last_checkpoint does on a folder),
+and an ImageFolder dataset fetched from the bucket into the worker's bounded cache, the one
+thing of the job's that stays on the worker's disk."""
 
 from __future__ import annotations
 
@@ -10,14 +12,17 @@ import pytest
 import torch
 from seaweed import S3Artifacts
 from test_faults import RESUMED_CONFIG, RESUMED_EPOCHS, state_of, uninterrupted
-from worker_harness import Service, WorkerProcess, wait_for, worker_settings
+from test_streamed_job import store_image_folder_dataset
+from worker_harness import Service, WorkerProcess, harden_config, wait_for, worker_settings
 
+from core.robust.datasets.loading import DatasetSplits
 from core.service import catalog
 from core.service.config import Settings
 from core.service.jobs.epochs import checkpoint_key
 from core.service.jobs.lifecycle import RUNNING, SUCCEEDED
 from core.service.jobs.sweeper import Sweeper
 from core.service.storage.s3 import S3ArtifactStore
+from core.service.tables import Dataset
 
 __all__ = ["uninterrupted"]  # the reference run's fixture, shared with test_faults
 
@@ -81,3 +86,43 @@ def test_killed_worker_resumes_from_the_last_checkpoint_in_the_bucket(
         assert torch.equal(resumed[name], tensor), f"{name} differs from the uninterrupted run"
     # Nothing of the job went to a folder: the data dir has no artifact folder.
     assert not (service.settings.data_dir / "artifacts").exists()
+
+
+def test_an_image_folder_dataset_comes_from_the_bucket_into_the_bounded_cache(
+    embedded_settings: Settings,
+    s3_artifacts: S3Artifacts,
+    make_service: Callable[[Settings], Service],
+    start_worker: Callable[..., WorkerProcess],
+    digits: DatasetSplits,
+) -> None:
+    bound = 4 * 1024**2
+    settings = worker_settings(
+        s3_artifacts.settings(embedded_settings), dataset_cache_max_bytes=bound
+    )
+    service = make_service(settings)
+    dataset_id = store_image_folder_dataset(service, digits)
+    with service.context.sessions() as session:
+        dataset = session.get(Dataset, dataset_id)
+        assert dataset is not None
+    assert s3_artifacts.store().stat(dataset.storage_key) is not None  # in the bucket
+    job_id = service.create_job(harden_config(epochs=1), dataset=dataset_id)
+    worker = start_worker(settings)
+
+    job = service.wait_for_job(job_id, statuses={SUCCEEDED}, workers=[worker])
+
+    assert job.manifest["dataset"]["train_size"] == 240 - 100  # 100 held out to validate on
+    data_dir = settings.data_dir
+    files = [path.relative_to(data_dir) for path in data_dir.rglob("*") if path.is_file()]
+    cached = [path for path in files if path.parts[0] == "dataset-cache"]
+    # Besides the SQLite database (and its WAL) and the filesystem broker, only the dataset.
+    local = {"robustify.db", "robustify.db-wal", "robustify.db-shm", "broker"}
+    assert {path.parts[0] for path in files} - local == {"dataset-cache"}
+    entries = {path.parts[1] for path in cached}
+    assert entries == {dataset.sha256}  # one entry, the archive extracted, not kept
+    assert not any(path.suffix == ".zip" for path in cached)
+    assert sum((data_dir / path).stat().st_size for path in cached) <= bound
+    assert any(path.parts[2] == "digit3" for path in cached)
+    assert [key for key in s3_artifacts.object_keys() if key.startswith("jobs/")] == [
+        f"jobs/{job_id}/checkpoints/attempt-1/epoch-0001.model",
+        f"jobs/{job_id}/checkpoints/attempt-1/epoch-0001.pt",
+    ]
