@@ -61,13 +61,16 @@ def test_the_module_run_twice_makes_the_bucket_of_the_settings(seaweedfs: Seawee
 
 
 def test_wrong_keys_or_no_server_exit_1(seaweedfs: SeaweedS3, monkeypatch: pytest.MonkeyPatch):
-    bucket = f"never-{secrets.token_hex(4)}"
-    for name, value in deployment_environment(seaweedfs, bucket).items():
+    made, never = f"made-{secrets.token_hex(4)}", f"never-{secrets.token_hex(4)}"
+    for name, value in deployment_environment(seaweedfs, made).items():
         monkeypatch.setenv(name, value)
+    assert main(timeout_seconds=1) == 0
+    # A store built later in the same process signs with the keys the variables hold now.
+    monkeypatch.setenv("ROBUSTIFY_ARTIFACTS_URL", f"s3://{never}/robustify")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     assert main(timeout_seconds=1) == 1
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)
     monkeypatch.setenv("ROBUSTIFY_S3_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens
     assert main(timeout_seconds=1) == 1
-    assert bucket not in bucket_names(seaweedfs)
+    assert made in bucket_names(seaweedfs) and never not in bucket_names(seaweedfs)

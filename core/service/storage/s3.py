@@ -79,7 +79,9 @@ class S3ArtifactStore(ArtifactStore):
         if part_bytes < MIN_PART_BYTES:
             raise ValueError(f"S3 parts are at least {MIN_PART_BYTES} bytes, not {part_bytes}")
         self.bucket, self.prefix, self.part_bytes = bucket, prefix.strip("/"), part_bytes
-        self.client = client or boto3.client(
+        # A session of its own: boto3's default one resolves the credentials once per process
+        # and keeps them, whatever the AWS_* variables say when a later store is built.
+        self.client = client or boto3.session.Session().client(
             "s3", endpoint_url=endpoint_url, region_name=os.environ.get("AWS_REGION") or None
         )
 
