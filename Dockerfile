@@ -46,5 +46,6 @@ WORKDIR /var/lib/robustify
 
 EXPOSE 8000
 # One machine, everything embedded under /var/lib/robustify; docker-compose.yml runs the parts
-# apart (`robustify api`, `robustify worker`, `robustify db upgrade`) on PostgreSQL and Redis.
+# apart (`robustify api`, `robustify worker`, `robustify db upgrade`) on PostgreSQL, Redis and
+# an S3 store (SeaweedFS), which `python -m core.service.storage.bucket` gives its bucket.
 CMD ["robustify", "up", "--host", "0.0.0.0", "--port", "8000"]
