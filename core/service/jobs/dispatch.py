@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import ColumnElement, func, nulls_first, select
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy import ColumnElement, and_, case, func, nulls_first, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from core.service.jobs import lifecycle
 from core.service.jobs.lifecycle import QUEUED, RUNNING
@@ -41,39 +41,40 @@ def fairest_queued_job(
     passed_jobs: frozenset[str] = frozenset(),
     passed_owners: frozenset[str] = frozenset(),
 ) -> Job | None:
-    """The queued job of `world_size` that should run next, or None: the owner with the fewest
-    running jobs (only owners below `max_running_per_owner`), then the owner whose latest job
-    started longest ago (never: first), then the oldest job."""
-    others = aliased(Job)
-    running = (
-        select(func.count())
-        .select_from(others)
-        .where(others.owner_id == Job.owner_id, others.status == RUNNING)
-        .correlate(Job)
-        .scalar_subquery()
-    )
-    last_started = (
-        select(func.max(others.started_at))
-        .where(others.owner_id == Job.owner_id)
-        .correlate(Job)
-        .scalar_subquery()
-    )
-    statement = select(Job).where(
+    """The queued job of `world_size` that should run next, or None: of the owner with the
+    fewest running jobs (only owners below `max_running_per_owner`), then of the owner whose
+    latest job started longest ago (never: first), then the oldest one waiting.
+
+    Two reads: the owners with such a job, each with its load counted over its jobs once; then
+    the chosen owner's oldest waiting job."""
+    claimable = and_(
         Job.status == QUEUED,
         Job.cancel_requested.is_(False),
         Job.attempts < max_attempts,
         world_size_column() == world_size,
+        Job.id.not_in(passed_jobs),
     )
-    if passed_jobs:
-        statement = statement.where(Job.id.not_in(passed_jobs))
-    if passed_owners:
-        statement = statement.where(Job.owner_id.not_in(passed_owners))
+    waiting_owners = select(Job.owner_id).where(claimable, Job.owner_id.not_in(passed_owners))
+    running = func.sum(case((Job.status == RUNNING, 1), else_=0))
+    oldest_waiting = func.min(case((claimable, Job.created_at)))
+    owners = (
+        select(Job.owner_id)
+        .where(Job.owner_id.in_(waiting_owners))
+        .group_by(Job.owner_id)
+        .order_by(running, nulls_first(func.max(Job.started_at)), oldest_waiting, Job.owner_id)
+        .limit(1)
+    )
     if max_running_per_owner is not None:
-        statement = statement.where(running < max_running_per_owner)
-    statement = statement.order_by(
-        running, nulls_first(last_started), Job.created_at, Job.id
-    ).limit(1)
-    return session.scalar(statement)
+        owners = owners.having(running < max_running_per_owner)
+    owner_id = session.scalar(owners)
+    if owner_id is None:
+        return None
+    return session.scalar(
+        select(Job)
+        .where(claimable, Job.owner_id == owner_id)
+        .order_by(Job.created_at, Job.id)
+        .limit(1)
+    )
 
 
 def claim_next_job(

@@ -104,23 +104,6 @@ def get_job(session: Session, owner_id: str, job_id: str) -> Job:
     return job
 
 
-def may_claim(factory: sessionmaker[Session], job_id: str) -> bool:
-    """A cheap look, with no lock and no write: could `claim_job` take the job now?
-
-    False for a job that is gone, has ended, or runs under a live lease. A worker drops such a
-    message (a duplicate: the sweeper re-sends jobs whose message only *may* be lost) before it
-    pays for loading torch, the model and the data. True is only a hint; claim_job decides.
-    """
-    now = utcnow()
-    with factory() as session:
-        row = session.execute(
-            select(Job.status, Job.lease_expires_at).where(Job.id == job_id)
-        ).one_or_none()
-    if row is None or row.status in TERMINAL:
-        return False
-    return not (row.status == RUNNING and row.lease_expires_at and row.lease_expires_at >= now)
-
-
 def claim_job(
     factory: sessionmaker[Session],
     job_id: str,
