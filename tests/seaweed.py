@@ -166,6 +166,10 @@ def running_seaweedfs(folder: Path) -> Iterator[SeaweedS3]:
         "-s3",
         f"-s3.port={s3}",
         f"-s3.config={config}",
+        # The Iceberg and Lance catalogs listen on fixed ports (8181, 9101) by default: a
+        # second server on the machine (another test session) would fail to start.
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
         "-volume.max=0",
         "-master.volumeSizeLimitMB=64",
         "-metricsPort=0",

@@ -3,12 +3,15 @@ server and a worker on PostgreSQL + Redis, each with a data dir and a temp folde
 and no folder shared. The model and the dataset are uploaded through the API, a harden job
 runs on the worker, its epoch checkpoints appear in the bucket while it runs, the result is
 downloaded whole and in a range, equal to the object the bucket holds, and afterwards neither
-process holds any artifact on its disk."""
+process holds any artifact on its disk. And a client that drops its connection in the middle
+of an upload leaves no object and no pending multipart upload behind."""
 
 from __future__ import annotations
 
 import copy
 import io
+import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +23,7 @@ import pytest
 from api_server import ApiServer
 from seaweed import S3Artifacts
 from torch import nn
-from worker_harness import WorkerProcess, with_private_queue, worker_settings
+from worker_harness import WorkerProcess, wait_for, with_private_queue, worker_settings
 
 from core.robust.datasets.loading import DatasetSplits
 from core.robust.models.modelio import model_from_module, save_model
@@ -29,6 +32,7 @@ from core.service.config import Settings
 from core.service.context import ServiceContext
 from core.service.db import transaction
 from core.service.jobs.epochs import checkpoint_key
+from core.service.storage.s3 import PART_BYTES
 
 DIGITS_INPUT = (1, 8, 8)
 EPOCHS = 2
@@ -217,3 +221,33 @@ def test_upload_harden_and_download_with_the_artifacts_in_s3(
     assert files_under(worker_machine.data_dir) == []
     assert files_under(worker_machine.temp_dir) == []
     assert files_under(api_machine.temp_dir) == []
+
+
+def test_an_upload_whose_client_goes_away_leaves_no_part_in_the_bucket(
+    embedded_settings: Settings, s3_artifacts: S3Artifacts, tmp_path: Path
+) -> None:
+    settings = worker_settings(s3_artifacts.settings(embedded_settings))
+    api = ApiServer(settings, tmp_path / "api.log")
+    try:
+        api.wait_healthy()
+        key = create_api_key(settings)
+        sent = PART_BYTES + 2 * 1024 * 1024  # a first part goes to the bucket, then the cut
+        form = b'--b\r\nContent-Disposition: form-data; name="file"; filename="m.pt"\r\n\r\n'
+        head = (
+            "POST /v1/models HTTP/1.1\r\nHost: api\r\n"
+            f"Authorization: Bearer {key}\r\n"
+            "Content-Type: multipart/form-data; boundary=b\r\n"
+            f"Content-Length: {len(form) + 2 * sent}\r\n\r\n"  # it promises twice as much
+        ).encode()
+        with socket.create_connection(("127.0.0.1", api.port)) as client:
+            client.sendall(head + form + os.urandom(sent))
+            wait_for(s3_artifacts.pending_uploads, timeout=30, what="the upload's first part in S3")
+        # The connection is closed mid-body: the API aborts the multipart upload.
+        wait_for(
+            lambda: not s3_artifacts.pending_uploads(),
+            timeout=30,
+            what=f"the aborted upload to go; the API's log:\n{api.log_tail()}",
+        )
+        assert s3_artifacts.object_keys() == []
+    finally:
+        api.stop()
