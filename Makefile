@@ -40,6 +40,9 @@ bench: install
 	$(BIN)/python -m benchmarks.throughput --threads 2
 	$(BIN)/python -m benchmarks.data_scale
 	$(BIN)/python -m benchmarks.ddp
+	$(BIN)/python -m benchmarks.service_overhead
+	$(BIN)/python -m benchmarks.api_load
+	$(BIN)/python -m benchmarks.upload
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache .mypy_cache
