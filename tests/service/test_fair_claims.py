@@ -102,15 +102,21 @@ def run_one_at_a_time(context: ServiceContext, count: int) -> list[str]:
     return order
 
 
-def test_one_owner_with_a_backlog_does_not_starve_another_with_one_job(context: ServiceContext):
+def test_one_owners_50_queued_jobs_do_not_starve_another_owners_one(context: ServiceContext):
     alice, bob = new_owner(context), new_owner(context)
-    backlog = queue_jobs(context, alice, 6)
+    backlog = queue_jobs(context, alice, 50)
     [bobs] = queue_jobs(context, bob, 1)
 
-    order = run_one_at_a_time(context, 7)
+    order = run_one_at_a_time(context, 4)
 
-    assert order.index(bobs) == 1  # right after the job alice queued first
-    assert [job_id for job_id in order if job_id != bobs] == backlog  # hers stay in order
+    assert order == [backlog[0], bobs, backlog[1], backlog[2]]  # his right after her first
+
+
+def test_a_backlog_runs_oldest_first_to_its_end(context: ServiceContext):
+    alice = new_owner(context)
+    backlog = queue_jobs(context, alice, 5)
+
+    assert run_one_at_a_time(context, 5) == backlog
     assert claim(context) is None
 
 
