@@ -118,10 +118,11 @@ def code_state() -> dict[str, Any]:
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True)
-        return done.stdout.strip()
+        return done.stdout
 
+    # Porcelain lines are "XY path": the status columns may start with a space.
     changed = [line[3:] for line in git("status", "--porcelain").splitlines() if line]
-    return {"commit": git("rev-parse", "HEAD"), "uncommitted_files": changed}
+    return {"commit": git("rev-parse", "HEAD").strip(), "uncommitted_files": changed}
 
 
 def free_port() -> int:

@@ -1,7 +1,7 @@
 """A 1 GB model upload through the API: throughput and the API process's memory, folder vs S3.
 
 The file: a safetensors state_dict of builtin:mlp for [3, 800, 814] inputs and 10 classes (its
-first layer a 1,953,600 x 128 matrix: 1,000,286,024 bytes of tensors, seeded random values),
+first layer a 1,953,600 x 128 matrix; 1,000,249,184 bytes, seeded random values),
 generated once into ~/.cache/robustify-bench (outside the repository) and reused.
 
 For each store: a real uvicorn API process (the embedded SQLite database; no worker: an
