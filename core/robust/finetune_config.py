@@ -60,9 +60,10 @@ class FinetuneConfig:
     # engine's default is none, so a config without it trains as before; the service resolves
     # a job's "auto" by its data (core.robust.augmentation_choice.default_augmentation).
     augmentation: Augmentation = "none"
-    # The training step's speed (core.robust.precision): "auto" precision is bf16 on a CUDA
-    # device that has it, else fp16 with a GradScaler, and fp32 on the CPU; channels_last (None:
-    # with CUDA) and cudnn_benchmark (None: with CUDA); compile: torch.compile for training.
+    # The training step's speed (core.robust.precision): "auto" precision is, on CUDA, fp32
+    # for images of at most precision.AUTO_FP32_MAX_SIDE pixels a side and above that bf16
+    # where the device has it, else fp16 with a GradScaler; fp32 on the CPU. channels_last
+    # (None: with CUDA) and cudnn_benchmark (None: with CUDA); compile: torch.compile for training.
     # Validation and evaluation stay fp32 whatever these say.
     precision: Precision = "auto"
     channels_last: bool | None = None
