@@ -23,13 +23,15 @@ DELIVERY_STATUSES = (PENDING, DELIVERED, FAILED)
 def record_job_state(session: Session, job: Job) -> list[WebhookDelivery]:
     """Queue the event "job.<status>" for each of the owner's endpoints that subscribed to it."""
     event_type = f"job.{job.status}"
-    endpoints = [
-        endpoint
-        for endpoint in session.scalars(
-            select(WebhookEndpoint).where(WebhookEndpoint.owner_id == job.owner_id)
-        )
-        if event_type in endpoint.events
-    ]
+    # FOR KEY SHARE (PostgreSQL): a DELETE of one of these endpoints waits for this transaction
+    # (then cascades to the deliveries written here) instead of committing between this read
+    # and the insert, whose foreign key would then fail and roll back the job's state change.
+    owned = (
+        select(WebhookEndpoint)
+        .where(WebhookEndpoint.owner_id == job.owner_id)
+        .with_for_update(read=True, key_share=True)
+    )
+    endpoints = [endpoint for endpoint in session.scalars(owned) if event_type in endpoint.events]
     if not endpoints:
         return []
     now = utcnow()
