@@ -104,11 +104,11 @@ def _world_size(context: Any, job_id: str) -> int:
 def _wake_waiting_jobs(context: Any, owner_id: str, send: Callable[[str, int], None]) -> None:
     """Send a token for each world size the owner has jobs waiting in: one of its running
     places is free again, and the tokens that came while it had none were spent."""
-    from core.service.jobs import dispatch
+    from core.service.jobs import waiting
 
     try:
         with context.sessions() as session:
-            tokens = dispatch.wake_tokens(session, owner_id)
+            tokens = waiting.wake_tokens(session, owner_id)
         for waiting_job_id, world_size in tokens:
             send(waiting_job_id, world_size)
     except Exception:  # the sweeper re-sends long-queued jobs: a lost token only delays

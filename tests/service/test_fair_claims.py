@@ -19,8 +19,9 @@ from core.service import auth
 from core.service.config import Settings
 from core.service.context import ServiceContext
 from core.service.db import transaction
-from core.service.jobs import dispatch, lifecycle
-from core.service.jobs.lifecycle import QUEUED, RUNNING, SUCCEEDED
+from core.service.errors import JobCode
+from core.service.jobs import dispatch, lifecycle, waiting
+from core.service.jobs.lifecycle import FAILED, QUEUED, RUNNING, SUCCEEDED
 from core.service.tables import Job, Model, utcnow
 
 MAX_ATTEMPTS = 3
@@ -245,6 +246,44 @@ def direct_claim(context: ServiceContext, job_id: str, *, max_running: int) -> J
     )
 
 
+def test_a_claim_whose_owner_lost_its_last_job_between_the_reads_takes_another_owners(
+    context: ServiceContext,
+):
+    alice, bob = new_owner(context), new_owner(context)
+    [hers] = queue_jobs(context, alice, 1)
+    [his] = queue_jobs(context, bob, 1)
+    chosen, taken = threading.Event(), threading.Event()
+
+    def pause_after_choosing_the_owner(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        # The first claimer has chosen alice (the fairest); the second takes her one job now.
+        if (
+            threading.current_thread().name == "first"
+            and "GROUP BY" in statement
+            and not chosen.is_set()
+        ):
+            chosen.set()
+            assert taken.wait(timeout=10)
+
+    event.listen(context.engine, "after_cursor_execute", pause_after_choosing_the_owner)
+    claims: dict[str, Job | None] = {}
+
+    def claim_first() -> None:
+        claims["first"] = claim(context)
+
+    thread = threading.Thread(target=claim_first, name="first")
+    try:
+        thread.start()
+        assert chosen.wait(timeout=10)
+        claims["second"] = claim(context)
+        taken.set()
+        thread.join()
+    finally:
+        event.remove(context.engine, "after_cursor_execute", pause_after_choosing_the_owner)
+
+    assert claims["second"] is not None and claims["second"].id == hers
+    assert claims["first"] is not None and claims["first"].id == his  # not dropped: bob's
+
+
 def test_wake_tokens_name_the_owners_oldest_waiting_job_of_each_world_size(
     context: ServiceContext,
 ):
@@ -254,7 +293,7 @@ def test_wake_tokens_name_the_owners_oldest_waiting_job_of_each_world_size(
     queue_jobs(context, bob, 1)
 
     with context.sessions() as session:
-        tokens = dispatch.wake_tokens(session, alice[0])
+        tokens = waiting.wake_tokens(session, alice[0])
 
     assert sorted(tokens) == sorted([(narrow[0], 1), (wide[0], 2)])
 
@@ -264,6 +303,7 @@ def test_a_sweep_that_ends_a_dead_workers_job_wakes_its_owners_waiting_job(
 ):
     alice = new_owner(context)
     hers = queue_jobs(context, alice, 2)
+    [wide] = queue_jobs(context, alice, 1, world_size=2)
     job = claim(context, max_running=1)
     assert job is not None and job.id == hers[0]
     # Its worker died on its last attempt: the sweep fails it, freeing alice's one place.
@@ -276,6 +316,52 @@ def test_a_sweep_that_ends_a_dead_workers_job_wakes_its_owners_waiting_job(
         context.sessions, max_attempts=MAX_ATTEMPTS, requeue_queued_after=timedelta(hours=1)
     )
 
-    assert to_enqueue == [hers[1]]
+    assert sorted(to_enqueue) == sorted([hers[1], wide])  # one token for each world size
     with context.sessions() as session:
+        assert session.scalar(select(Job.status).where(Job.id == job.id)) == FAILED
         assert session.scalar(select(Job.status).where(Job.id == hers[1])) == QUEUED
+
+
+def test_a_queued_job_out_of_attempts_is_failed_by_the_sweep_not_hidden(context: ServiceContext):
+    alice = new_owner(context)
+    spent, fresh = queue_jobs(context, alice, 2)
+    with transaction(context.sessions) as session:
+        row = session.get(Job, spent)
+        assert row is not None
+        row.attempts = MAX_ATTEMPTS  # max_attempts lowered while it waited
+
+    lifecycle.sweep(
+        context.sessions, max_attempts=MAX_ATTEMPTS, requeue_queued_after=timedelta(hours=1)
+    )
+
+    with context.sessions() as session:
+        row = session.get(Job, spent)
+        assert row is not None and row.status == FAILED
+        assert row.error is not None and row.error["code"] == JobCode.TOO_MANY_ATTEMPTS
+    claimed = claim(context)
+    assert claimed is not None and claimed.id == fresh
+
+
+def test_the_sweep_sends_no_stale_token_for_an_owner_at_its_running_limit(
+    context: ServiceContext,
+):
+    alice, bob = new_owner(context), new_owner(context)
+    hers = queue_jobs(context, alice, 3)
+    his = queue_jobs(context, bob, 1)
+    running = claim(context, max_running=1)
+    assert running is not None and running.id == hers[0]
+    long_ago = utcnow() - timedelta(hours=1)
+    with transaction(context.sessions) as session:
+        for row in session.scalars(select(Job).where(Job.status == QUEUED)):
+            row.enqueued_at = long_ago
+
+    def sweep(max_running: int | None) -> list[str]:
+        return lifecycle.sweep(
+            context.sessions,
+            max_attempts=MAX_ATTEMPTS,
+            requeue_queued_after=timedelta(minutes=5),
+            max_running_per_owner=max_running,
+        )
+
+    assert sweep(1) == his  # alice's waiting jobs wait for her place, not for a token
+    assert sorted(sweep(2)) == sorted(hers[1:])  # below a higher limit: re-sent

@@ -6,7 +6,7 @@ not necessarily X: the job of the owner with the fewest running jobs (below the 
 then of the owner served least recently, then the oldest. One owner's 50 queued jobs then
 alternate with another owner's one instead of going first. Every queued job has sent a token,
 so there are always as many tokens as jobs to take them; a token spent while every waiting
-owner was at its limit is made good by `wake_tokens` when one of their jobs ends.
+owner was at its limit is made good by `waiting.wake_tokens` when one of their jobs ends.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from sqlalchemy import ColumnElement, and_, case, func, nulls_first, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.service.jobs import lifecycle
-from core.service.jobs.lifecycle import QUEUED, RUNNING
+from core.service.jobs.statuses import QUEUED, RUNNING
+from core.service.jobs.waiting import world_size_column
 from core.service.tables import Job
 
 log = logging.getLogger(__name__)
@@ -25,11 +26,6 @@ log = logging.getLogger(__name__)
 # Candidates tried per token: each failed try is a job another worker took first, or an owner
 # that reached its limit meanwhile.
 CLAIM_TRIES = 8
-
-
-def world_size_column() -> ColumnElement[int]:
-    """A job's resources.world_size, read from its stored config (1 when it names none)."""
-    return func.coalesce(Job.config[("resources", "world_size")].as_integer(), 1)
 
 
 def fairest_queued_job(
@@ -45,15 +41,39 @@ def fairest_queued_job(
     fewest running jobs (only owners below `max_running_per_owner`), then of the owner whose
     latest job started longest ago (never: first), then the oldest one waiting.
 
-    Two reads: the owners with such a job, each with its load counted over its jobs once; then
-    the chosen owner's oldest waiting job."""
+    Two reads: the fairest owner, its load counted over its jobs once; then its oldest waiting
+    job. When another worker claimed that owner's last one in between, the next fairest owner
+    is read, so a token is never dropped while another owner's job waits."""
     claimable = and_(
         Job.status == QUEUED,
         Job.cancel_requested.is_(False),
+        # One out of attempts is failed by the sweep (lifecycle.sweep), not claimed.
         Job.attempts < max_attempts,
         world_size_column() == world_size,
         Job.id.not_in(passed_jobs),
     )
+    passed = set(passed_owners)
+    while (
+        owner_id := _fairest_owner(session, claimable, max_running_per_owner, passed)
+    ) is not None:
+        job = session.scalar(
+            select(Job)
+            .where(claimable, Job.owner_id == owner_id)
+            .order_by(Job.created_at, Job.id)
+            .limit(1)
+        )
+        if job is not None:
+            return job
+        passed.add(owner_id)
+    return None
+
+
+def _fairest_owner(
+    session: Session,
+    claimable: ColumnElement[bool],
+    max_running_per_owner: int | None,
+    passed_owners: set[str],
+) -> str | None:
     waiting_owners = select(Job.owner_id).where(claimable, Job.owner_id.not_in(passed_owners))
     running = func.sum(case((Job.status == RUNNING, 1), else_=0))
     oldest_waiting = func.min(case((claimable, Job.created_at)))
@@ -66,15 +86,7 @@ def fairest_queued_job(
     )
     if max_running_per_owner is not None:
         owners = owners.having(running < max_running_per_owner)
-    owner_id = session.scalar(owners)
-    if owner_id is None:
-        return None
-    return session.scalar(
-        select(Job)
-        .where(claimable, Job.owner_id == owner_id)
-        .order_by(Job.created_at, Job.id)
-        .limit(1)
-    )
+    return session.scalar(owners)
 
 
 def claim_next_job(
@@ -130,19 +142,3 @@ def _running(factory: sessionmaker[Session], owner_id: str) -> int:
             select(func.count()).where(Job.owner_id == owner_id, Job.status == RUNNING)
         )
         return int(count or 0)
-
-
-def wake_tokens(session: Session, owner_id: str) -> list[tuple[str, int]]:
-    """(job id, world size) of the owner's oldest queued job of each world size it has queued:
-    the tokens to send when one of its jobs stops running, since a token that came while it was
-    at its running limit was spent without a claim."""
-    world_size = world_size_column().label("world_size")
-    rows = session.execute(
-        select(Job.id, world_size)
-        .where(Job.owner_id == owner_id, Job.status == QUEUED)
-        .order_by(Job.created_at, Job.id)
-    ).all()
-    oldest: dict[int, str] = {}
-    for job_id, size in rows:
-        oldest.setdefault(int(size), job_id)
-    return [(job_id, size) for size, job_id in oldest.items()]

@@ -13,26 +13,31 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Update, and_, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Select,
+    Update,
+    and_,
+    false,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from core.service.db import transaction
 from core.service.errors import Conflict, JobCode, NotFound, error_body
 from core.service.ids import new_id
+from core.service.jobs.statuses import CANCELLED, FAILED, QUEUED, RUNNING, TERMINAL
+from core.service.jobs.statuses import STATUSES as STATUSES  # re-exported: lifecycle.STATUSES
+from core.service.jobs.statuses import SUCCEEDED as SUCCEEDED
+from core.service.jobs.waiting import wake_tokens
 from core.service.tables import Base, Checkpoint, Job, JobEvent, Owner, utcnow
 from core.service.webhooks.outbox import record_job_state
 
 log = logging.getLogger(__name__)
-
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
-    "queued",
-    "running",
-    "succeeded",
-    "failed",
-    "cancelled",
-)
-STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
-TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 
 
 def add_event(
@@ -322,11 +327,14 @@ def sweep(
     *,
     max_attempts: int,
     requeue_queued_after: timedelta,
+    max_running_per_owner: int | None = None,
     now: datetime | None = None,
 ) -> list[str]:
     """Find jobs whose worker died (lease expired) or whose message may be lost (queued too
     long); put them back in the queue, or fail those out of attempts. Returns the ids to enqueue.
-    """
+
+    A job queued too long whose owner is at `max_running_per_owner` is not sent again: it is
+    waiting for its owner's place, and the end of one of the owner's jobs sends its token."""
     now = now or utcnow()
     to_enqueue: list[str] = []
     with transaction(factory) as session:
@@ -360,29 +368,40 @@ def sweep(
             )
             record_job_state(session, job)
             to_enqueue.append(job.id)
+        # Queued with no attempt left (max_attempts lowered since): no claim may take it, so it
+        # would wait forever, counted against its owner's queued limit.
+        for job in session.scalars(
+            select(Job)
+            .where(Job.status == QUEUED, Job.attempts >= max_attempts)
+            .with_for_update(skip_locked=True)
+        ).all():
+            _give_up(session, job, max_attempts)
         stale = session.scalars(
             select(Job)
-            .where(Job.status == QUEUED, Job.enqueued_at < now - requeue_queued_after)
+            .where(
+                Job.status == QUEUED,
+                Job.enqueued_at < now - requeue_queued_after,
+                Job.owner_id.not_in(_owners_at_running_limit(max_running_per_owner)),
+            )
             .with_for_update(skip_locked=True)
         ).all()
         for job in stale:
             job.enqueued_at = now
             to_enqueue.append(job.id)
         # A job ended here frees a running place of its owner with no worker left to say so: a
-        # message for the owner's oldest waiting job (see core.service.jobs.dispatch).
-        for job in expired:
-            waiting = _oldest_queued(session, job.owner_id) if job.status in TERMINAL else None
-            if waiting is not None and waiting not in to_enqueue:
-                to_enqueue.append(waiting)
+        # token for the owner's oldest waiting job of each world size.
+        for owner_id in dict.fromkeys(job.owner_id for job in expired if job.status in TERMINAL):
+            for waiting, _world_size in wake_tokens(session, owner_id):
+                if waiting not in to_enqueue:
+                    to_enqueue.append(waiting)
     if to_enqueue:
         log.info("sweep: re-enqueueing %s", to_enqueue)
     return to_enqueue
 
 
-def _oldest_queued(session: Session, owner_id: str) -> str | None:
-    return session.scalar(
-        select(Job.id)
-        .where(Job.owner_id == owner_id, Job.status == QUEUED)
-        .order_by(Job.created_at, Job.id)
-        .limit(1)
-    )
+def _owners_at_running_limit(max_running: int | None) -> Select[Any]:
+    others = aliased(Job)
+    owners = select(others.owner_id).where(others.status == RUNNING).group_by(others.owner_id)
+    if max_running is None:
+        return owners.where(false())
+    return owners.having(func.count() >= max_running)

@@ -46,6 +46,7 @@ class Sweeper(threading.Thread):
             self.factory,
             max_attempts=self.settings.max_attempts,
             requeue_queued_after=timedelta(seconds=self.settings.requeue_queued_after_seconds),
+            max_running_per_owner=self.settings.max_running_jobs_per_owner,
         )
         for job_id in job_ids:
             self.enqueue(job_id)
