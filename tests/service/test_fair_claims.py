@@ -20,7 +20,7 @@ from core.service.config import Settings
 from core.service.context import ServiceContext
 from core.service.db import transaction
 from core.service.errors import JobCode
-from core.service.jobs import dispatch, lifecycle, waiting
+from core.service.jobs import dispatch, lifecycle, pipeline, waiting
 from core.service.jobs.lifecycle import FAILED, QUEUED, RUNNING, SUCCEEDED
 from core.service.tables import Job, Model, utcnow
 
@@ -365,3 +365,31 @@ def test_the_sweep_sends_no_stale_token_for_an_owner_at_its_running_limit(
 
     assert sweep(1) == his  # alice's waiting jobs wait for her place, not for a token
     assert sorted(sweep(2)) == sorted(hers[1:])  # below a higher limit: re-sent
+
+
+def test_a_job_run_to_its_end_sends_a_token_for_each_world_size_its_owner_waits_in(
+    context: ServiceContext,
+):
+    limited = ServiceContext.build(
+        context.settings.model_copy(update={"max_running_jobs_per_owner": 1})
+    )
+    alice, bob = new_owner(context), new_owner(context)
+    hers = queue_jobs(context, alice, 2)
+    [wide] = queue_jobs(context, alice, 1, world_size=2)
+    queue_jobs(context, bob, 1)
+    sent: list[tuple[str, int]] = []
+
+    try:
+        # Its model's file is not in the store: the run ends at once, failed.
+        ran = pipeline.run_next_job(
+            limited, world_size=1, worker_id="w-plain", send=lambda *token: sent.append(token)
+        )
+    finally:
+        limited.engine.dispose()
+
+    assert ran == hers[0]
+    with context.sessions() as session:
+        row = session.get(Job, hers[0])
+        assert row is not None and row.status == FAILED
+        assert row.error is not None and row.error["code"] == "invalid_model"
+    assert sorted(sent) == sorted([(hers[1], 1), (wide, 2)])  # hers only, one per size

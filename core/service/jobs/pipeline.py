@@ -1,6 +1,10 @@
 """Run one job: claim it, stage its inputs in a job folder, run the engine there in the sandbox,
 and store what it hands back (checkpoints, reports, the hardened model) and its events.
 
+A worker's broker message is a token (`take_token`): the fairest queued job of its world size
+is claimed (core.service.jobs.dispatch) and run (`run_next_job`), and its end wakes its owner's
+waiting jobs.
+
 This is the trusted side: it holds the database and the artifact store, and never runs the
 user's model. The model runs in core.service.engine.process, a sandboxed child with nothing but the
 job folder, which asks before every batch whether to go on; the answer comes from the job's cancel
@@ -15,13 +19,16 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.service.broker import world_size_of
 from core.service.config import Settings
+from core.service.context import ServiceContext
 from core.service.engine.channel import EngineChannel, EngineFailure
 from core.service.errors import (
     Conflict,
@@ -31,7 +38,7 @@ from core.service.errors import (
     StorageFull,
     error_code,
 )
-from core.service.jobs import lifecycle
+from core.service.jobs import dispatch, lifecycle, waiting
 from core.service.jobs.conversation import converse
 from core.service.jobs.endings import end_failed, end_stopped
 from core.service.jobs.lease import JobStopped, LeaseKeeper
@@ -39,12 +46,85 @@ from core.service.jobs.progress import ProgressTracker
 from core.service.jobs.result import register_result
 from core.service.jobs.run_context import JobContext
 from core.service.jobs.staging import load_model_row, stage_inputs
+from core.service.logs import job_context
 from core.service.sandbox.host import gpu_devices
 from core.service.sandbox.runner import Sandbox, sandbox_from_settings
 from core.service.storage import ArtifactStore
 from core.service.tables import Job
 
 log = logging.getLogger(__name__)
+
+# send(job_id, world_size): a broker message "look at job X" on that world size's queue.
+SendToken = Callable[[str, int], None]
+
+
+def take_token(job_id: str, settings: Settings, *, ranks: int, send: SendToken) -> None:
+    """A worker's message "look at job X", taken as a token for X's world size: with too few
+    of this worker's `ranks` for X it is sent on to X's own queue, untouched; otherwise the
+    fairest queued job of that size is claimed and run here (run_next_job)."""
+    context = ServiceContext.build(settings)
+    try:
+        wanted = _world_size(context, job_id)
+        if wanted > ranks:
+            log.info("job %s: %d ranks asked, %d here: sent on", job_id, wanted, ranks)
+            send(job_id, wanted)
+            return
+        worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        ran = run_next_job(context, world_size=wanted, worker_id=worker_id, send=send)
+        if ran is None:
+            log.info("message for job %s: no queued job may run now; dropped", job_id)
+    finally:
+        context.engine.dispose()
+
+
+def run_next_job(
+    context: ServiceContext, *, world_size: int, worker_id: str, send: SendToken
+) -> str | None:
+    """Claim the fairest queued job of `world_size` (core.service.jobs.dispatch) and run it to
+    its end; returns its id, None when no owner has one it may run now. Under a running limit
+    its end sends a token for each world size its owner has jobs waiting in: a place of theirs
+    is free again, and the tokens that came while they had none were spent."""
+    settings = context.settings
+    job = dispatch.claim_next_job(
+        context.sessions,
+        world_size=world_size,
+        worker_id=worker_id,
+        lease_seconds=settings.lease_seconds,
+        max_attempts=settings.max_attempts,
+        max_running_per_owner=settings.max_running_jobs_per_owner,
+    )
+    if job is None:
+        return None
+    with job_context(job.id):
+        log.info("job %s: picked up by %s", job.id, worker_id)
+        try:
+            run_claimed_job(
+                job,
+                settings=settings,
+                factory=context.sessions,
+                store=context.store,
+                worker_id=worker_id,
+            )
+        finally:
+            if settings.max_running_jobs_per_owner is not None:
+                _wake_waiting_jobs(context, job.owner_id, send)
+    return job.id
+
+
+def _world_size(context: ServiceContext, job_id: str) -> int:
+    with context.sessions() as session:
+        job = session.get(Job, job_id)
+        return world_size_of(job.config or {}) if job is not None else 1
+
+
+def _wake_waiting_jobs(context: ServiceContext, owner_id: str, send: SendToken) -> None:
+    try:
+        with context.sessions() as session:
+            tokens = waiting.wake_tokens(session, owner_id)
+        for waiting_job_id, world_size in tokens:
+            send(waiting_job_id, world_size)
+    except Exception:  # the sweeper re-sends long-queued jobs: a lost token only delays
+        log.exception("could not send the tokens of owner %s's waiting jobs", owner_id)
 
 
 def run_job(
@@ -55,7 +135,10 @@ def run_job(
     store: ArtifactStore,
     worker_id: str,
 ) -> None:
-    """Claim and run `job_id` to its end (or do nothing if another worker holds it)."""
+    """Claim and run `job_id` to its end (or do nothing if another worker holds it).
+
+    For tests and tools that run one named job in-process: it claims with no running limit
+    and no fair choice; workers go through take_token."""
     job = lifecycle.claim_job(
         factory,
         job_id,
