@@ -1,8 +1,10 @@
 """A real HTTP receiver of webhooks on loopback (http.server in a thread): it records every
-request and answers the statuses it is given, in order (then 200)."""
+request and answers the statuses it is given, in order (then 200). And a slow one, that
+trickles its answer's headers a byte a second."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 import subprocess
 import threading
@@ -101,3 +103,53 @@ def self_signed_certificate(folder: Path, host: str) -> tuple[Path, Path]:
         capture_output=True,
     )  # fmt: skip
     return cert, key
+
+
+@dataclass
+class Trickler:
+    """A receiver that reads each request, then sends `HTTP/1.1 200 OK...` a byte a second."""
+
+    url: str
+    accepted: list[float]  # time.monotonic() of each connection taken
+    closed_by_client: list[float]  # when a send failed: the client hung up
+
+
+@contextmanager
+def trickling_receiver(*, byte_seconds: float = 1.0) -> Iterator[Trickler]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    host, port = listener.getsockname()[:2]
+    trickler = Trickler(f"http://{host}:{port}/slow", [], [])
+    stopped = threading.Event()
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Padding: " + b"x" * 100 + b"\r\n\r\n"
+
+    def trickle(connection: socket.socket) -> None:
+        connection.settimeout(None)
+        with connection:
+            connection.recv(65536)  # the request (small enough for one read on loopback)
+            for index in range(len(answer)):
+                if stopped.wait(byte_seconds):
+                    return
+                try:
+                    connection.sendall(answer[index : index + 1])
+                except OSError:
+                    trickler.closed_by_client.append(time.monotonic())
+                    return
+
+    def accept() -> None:
+        while not stopped.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            trickler.accepted.append(time.monotonic())
+            threading.Thread(target=trickle, args=(connection,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield trickler
+    finally:
+        stopped.set()
+        thread.join()
+        listener.close()

@@ -24,6 +24,7 @@ from webhook_receiver import (
     Receiver,
     running_receiver,
     self_signed_certificate,
+    trickling_receiver,
     wait_until,
 )
 
@@ -230,6 +231,7 @@ def stored_model_owner(context: ServiceContext, model_id: str) -> str:
 def attempt_to(url: str) -> Attempt:
     return Attempt(
         delivery_id="whd_1",
+        endpoint_id="whk_1",
         event_id="evt_1",
         event_type="job.queued",
         url=url,
@@ -239,11 +241,85 @@ def attempt_to(url: str) -> Attempt:
     )
 
 
+def test_a_receiver_trickling_its_answer_delays_no_other_endpoint(
+    client: TestClient,
+    headers: dict[str, str],
+    stored_model: dict[str, Any],
+    receiver: Receiver,
+):
+    # webhook_timeout_seconds=2: each byte comes within httpx's read timeout, never the answer.
+    with trickling_receiver(byte_seconds=1.0) as slow:
+        slow_endpoint = subscribe(client, headers, slow.url, ["job.queued"])
+        create_job(client, headers, stored_model)
+        wait_until(lambda: len(slow.accepted) == 1)  # its post is in flight
+        fast_endpoint = subscribe(client, headers, receiver.url, ["job.queued"])
+        create_job(client, headers, stored_model)
+
+        wait_until(
+            lambda: deliveries(client, headers, fast_endpoint["id"])[0]["status"] == "delivered",
+            timeout=1.5,
+        )
+        assert time.monotonic() - slow.accepted[0] < 2.0  # while the slow post still runs
+
+        def slow_attempt_ended() -> list[Any]:
+            return [d for d in deliveries(client, headers, slow_endpoint["id"]) if d["last_error"]]
+
+        wait_until(lambda: bool(slow_attempt_ended()), timeout=5)
+        assert time.monotonic() - slow.accepted[0] < 2.0 + 1.5  # at its deadline, not later
+        (ended,) = slow_attempt_ended()
+        assert ended["last_error"] == "no answer within 2 s"
+        assert ended["status"] == "pending" and ended["last_status_code"] is None
+    assert len(receiver.requests) == 1
+
+
 def test_a_delivery_checks_its_target_again(receiver: Receiver):
     with httpx.Client() as http:
         outcome = post(http, attempt_to(receiver.url), allow_private=False)
     assert not outcome.delivered
     assert outcome.error is not None and "loopback" in outcome.error
+    assert receiver.requests == []
+
+
+def test_an_unexpected_error_mid_post_is_a_failed_attempt():
+    def crash(request: httpx.Request) -> httpx.Response:
+        raise ValueError("the transport broke")  # not an httpx.HTTPError
+
+    with httpx.Client(transport=httpx.MockTransport(crash)) as http:
+        outcome = post(http, attempt_to("http://127.0.0.1:9/hook"), allow_private=True)
+    assert not outcome.delivered and outcome.status_code is None
+    assert outcome.error == "ValueError: the transport broke"
+
+
+def test_a_delivery_whose_last_attempt_left_no_outcome_is_failed_not_posted(
+    client: TestClient,
+    headers: dict[str, str],
+    context: ServiceContext,
+    stored_model: dict[str, Any],
+    receiver: Receiver,
+):
+    endpoint = subscribe(client, headers, receiver.url, ["job.cancelled"])
+    job_id = create_job(client, headers, stored_model)
+    # As a process that died mid-post leaves it: its 3rd (last) attempt counted, its hold over.
+    with transaction(context.sessions) as session:
+        session.add(
+            WebhookDelivery(
+                id="whd_orphaned",
+                endpoint_id=endpoint["id"],
+                event_id="evt_orphaned",
+                event_type="job.cancelled",
+                job_id=job_id,
+                body="{}",
+                status="pending",
+                attempts=3,
+                next_attempt_at=datetime.now(UTC),
+                created_at=datetime.now(UTC),
+            )
+        )
+    wait_until(lambda: deliveries(client, headers, endpoint["id"])[0]["status"] == "failed")
+    (delivery,) = deliveries(client, headers, endpoint["id"])
+    assert delivery["attempts"] == 3
+    assert "left no outcome" in delivery["last_error"]
+    time.sleep(0.3)
     assert receiver.requests == []
 
 
