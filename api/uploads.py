@@ -201,6 +201,15 @@ def _boundary(request: Request) -> bytes:
     return options[b"boundary"]
 
 
+def least_file_bytes(request: Request) -> int | None:
+    """The least the file can be by the request's Content-Length (less the form's room around
+    it); None without a Content-Length."""
+    declared = request.headers.get("content-length")
+    if declared is None or not declared.isdigit():
+        return None
+    return max(int(declared) - FORM_OVERHEAD_BYTES, 0)
+
+
 def _check_declared_length(request: Request, max_bytes: int) -> None:
     declared = request.headers.get("content-length")
     if (

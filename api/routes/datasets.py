@@ -17,6 +17,7 @@ from api.uploads import (
     UPLOAD_RESPONSES,
     ReceivedUpload,
     clean_text,
+    least_file_bytes,
     upload_request_body,
 )
 from core.service import catalog, limits
@@ -86,7 +87,8 @@ async def upload_dataset(
         settings=context.settings,
         max_upload_bytes=context.settings.max_dataset_bytes,
     )
-    with allowance.refusing_past_it():  # past the owner's stored-bytes limit: 429
+    # Past the owner's stored-bytes limit: 429; past the upload's own limit: 413.
+    with allowance.refusing_past_it(least_file_bytes=least_file_bytes(request)):
         row = await store_checked_upload(
             request,
             context,

@@ -19,6 +19,7 @@ from api.uploads import (
     UPLOAD_RESPONSES,
     ReceivedUpload,
     clean_text,
+    least_file_bytes,
     upload_request_body,
 )
 from core.robust.datasets.catalog import MAX_CLASSES
@@ -91,7 +92,8 @@ async def upload_model(
         settings=context.settings,
         max_upload_bytes=context.settings.max_model_bytes,
     )
-    with allowance.refusing_past_it():  # past the owner's stored-bytes limit: 429
+    # Past the owner's stored-bytes limit: 429; past the upload's own limit: 413.
+    with allowance.refusing_past_it(least_file_bytes=least_file_bytes(request)):
         row = await store_checked_upload(
             request,
             context,

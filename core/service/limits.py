@@ -95,21 +95,29 @@ def _check_room(limit: int, used: int) -> None:
 
 @dataclass(frozen=True)
 class UploadAllowance:
-    """The most an upload may be: the upload's own limit, or less when the owner's stored-bytes
-    limit leaves less room (then `room_message` says so)."""
+    """The most an upload may be: the upload's own limit (`upload_max_bytes`), or less when the
+    owner's stored-bytes limit leaves less room (then `room_message` says so)."""
 
     max_bytes: int
+    upload_max_bytes: int
     room_message: str | None = None
 
     @contextmanager
-    def refusing_past_it(self) -> Iterator[None]:
+    def refusing_past_it(self, *, least_file_bytes: int | None = None) -> Iterator[None]:
         """Turn the upload's TooLarge into StoredBytesLimit when it was the owner's room, not
-        the upload's own limit, that the upload passed."""
+        the upload's own limit, that the upload passed. `least_file_bytes`, the least the file
+        can be by the request's Content-Length, past the upload's own limit keeps it a
+        TooLarge (413) naming that limit: no room would have taken it."""
         try:
             yield
         except TooLarge as exc:
             if self.room_message is None:
                 raise
+            if least_file_bytes is not None and least_file_bytes > self.upload_max_bytes:
+                raise TooLarge(
+                    f"the upload is larger than the limit of {self.upload_max_bytes} bytes",
+                    field=exc.field,
+                ) from exc
             raise StoredBytesLimit(
                 self.room_message,
                 field=exc.field,
@@ -126,15 +134,16 @@ def upload_allowance(
     upload_slots_per_owner) may together pass the limit by their own sizes."""
     limit = settings.max_stored_bytes_per_owner
     if limit is None:
-        return UploadAllowance(max_upload_bytes)
+        return UploadAllowance(max_upload_bytes, max_upload_bytes)
     with factory() as session:
         used = stored_bytes(session, owner_id)
     _check_room(limit, used)
     room = limit - used
     if room >= max_upload_bytes:
-        return UploadAllowance(max_upload_bytes)
+        return UploadAllowance(max_upload_bytes, max_upload_bytes)
     return UploadAllowance(
         room,
+        max_upload_bytes,
         room_message=f"{_stored_limit_message(limit, used)}: this upload is larger than the "
         f"{room} bytes left; delete a model or dataset to make room",
     )

@@ -25,6 +25,7 @@ from http_checks import (
     upload_model,
 )
 
+from api.uploads import FORM_OVERHEAD_BYTES
 from core.robust.datasets.loading import DatasetSplits
 from core.service.auth import create_key
 from core.service.config import Settings
@@ -206,3 +207,30 @@ def test_none_in_the_environment_means_no_limit(monkeypatch: pytest.MonkeyPatch)
     assert settings.max_queued_jobs_per_owner is None
     assert settings.max_running_jobs_per_owner is None
     assert settings.max_stored_bytes_per_owner == 1000
+
+
+def test_an_upload_declared_past_the_upload_limit_is_413_even_when_the_room_is_smaller(
+    app_factory: Callable[..., TestClient], model_files: dict[str, Path]
+):
+    path = model_files["state_dict"]
+    upload_limit = 4 * ROOM
+    client = app_factory(
+        max_stored_bytes_per_owner=path.stat().st_size + ROOM, max_model_bytes=upload_limit
+    )
+    context = context_of(client)
+    alice = owner_headers(context, "alice")
+    store_model(context, alice, path)
+    files_before = stored_files(context)
+    too_large = os.urandom(upload_limit + FORM_OVERHEAD_BYTES + 1)
+
+    response = client.post(
+        "/v1/models",
+        headers=alice,
+        files={"file": ("big.pt", too_large)},
+        data={"name": "big", **DIGITS_FIELDS},
+    )
+
+    error = assert_error(response, 413, "too_large")
+    assert str(upload_limit) in error["message"] and error["field"] == "file"
+    assert stored_files(context) == files_before
+    assert row_count(context, Model) == 1
