@@ -5,6 +5,7 @@ naming the problem; another owner's endpoints are not found."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from core.service.jobs.lifecycle import STATUSES
 from core.service.tables import WebhookEndpoint
 from core.service.webhooks.endpoints import MAX_ENDPOINTS_PER_OWNER
 from core.service.webhooks.outbox import EVENT_TYPES
+from core.service.webhooks.targets import refusal_reason
 from robustify import ApiError, Client, Webhook, WebhookDelivery
 
 # A public address literal: accepted without a DNS lookup (nothing is ever posted to it here).
@@ -66,6 +68,9 @@ def test_each_endpoint_has_its_own_secret(client: TestClient, headers: dict[str,
         "http://224.0.0.1/hook",
         "http://0.0.0.0/hook",
         "http://localhost:8080/hook",  # a name resolving to loopback
+        "http://[fec0::1]/hook",  # site-local
+        "http://[2002:c0a8:101::1]/hook",  # 6to4 of 192.168.1.1
+        "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/hook",  # Teredo
     ],
 )
 def test_private_targets_are_refused(
@@ -75,6 +80,20 @@ def test_private_targets_are_refused(
     assert error["field"] == "url"
     assert "ROBUSTIFY_WEBHOOKS_ALLOW_PRIVATE" in error["message"]
     assert row_count(context, WebhookEndpoint) == 0
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("fec0::1", "a site-local address"),
+        ("2002:c0a8:101::1", "a 6to4 address of 192.168.1.1, a private address"),
+        ("2002:7f00:1::1", "a 6to4 address of 127.0.0.1, a loopback address"),
+        ("2002:5db8:d70e::1", None),  # 6to4 of a public address
+        ("2606:4700:4700::1111", None),
+    ],
+)
+def test_an_ipv6_address_is_judged_by_the_ipv4_address_inside_it(address: str, reason: str):
+    assert refusal_reason(ipaddress.ip_address(address)) == reason
 
 
 def test_private_targets_are_accepted_when_the_settings_allow_them(

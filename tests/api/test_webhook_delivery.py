@@ -19,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from http_checks import job_body, row_count
 from sqlalchemy import func, select
+from sqlalchemy.orm import sessionmaker
 from webhook_receiver import (
     Received,
     Receiver,
@@ -28,11 +29,12 @@ from webhook_receiver import (
     wait_until,
 )
 
+from core.service.config import Settings
 from core.service.context import ServiceContext
 from core.service.db import transaction
 from core.service.jobs import lifecycle
 from core.service.tables import Model, WebhookDelivery
-from core.service.webhooks.delivery import Attempt, post, prune_finished
+from core.service.webhooks.delivery import Attempt, WebhookDeliverer, post, prune_finished
 from robustify.webhooks import verify_signature
 
 
@@ -321,6 +323,22 @@ def test_a_delivery_whose_last_attempt_left_no_outcome_is_failed_not_posted(
     assert "left no outcome" in delivery["last_error"]
     time.sleep(0.3)
     assert receiver.requests == []
+
+
+def test_the_delivery_client_ignores_proxies_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, receiver: Receiver
+):
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    deliverer = WebhookDeliverer(sessionmaker(), Settings(webhooks_allow_private=True))
+    try:
+        outcome = post(deliverer.client, attempt_to(receiver.url), allow_private=True)
+    finally:
+        deliverer.stop()
+    assert outcome.delivered, outcome
+    assert len(receiver.requests) == 1
 
 
 def test_a_redirect_is_not_followed():

@@ -80,15 +80,34 @@ def ascii_host(host: str) -> str:
 
 
 def refusal_reason(address: IpAddress) -> str | None:
-    """Why a delivery to `address` is refused, or None for a public address."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """Why a delivery to `address` is refused, or None for a public address. An IPv6 address
+    that carries an IPv4 one (mapped, 6to4, Teredo) is judged by that too."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return refusal_reason(address.ipv4_mapped)
+        if address.is_site_local:  # fec0::/10: deprecated, still routed inside some networks
+            return "a site-local address"
+        for kind, inner in _embedded_ipv4(address):
+            reason = refusal_reason(inner)
+            if reason is not None:
+                return f"a {kind} address of {inner}, {reason}"
     for kind in ("loopback", "private", "link_local", "multicast", "reserved", "unspecified"):
         if getattr(address, f"is_{kind}"):
             return f"a {kind.replace('_', '-')} address"
     if not address.is_global:  # shared (100.64/10), documentation, benchmarking ranges
         return "not a public address"
     return None
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[tuple[str, ipaddress.IPv4Address]]:
+    """The IPv4 addresses a 6to4 (2002::/16) or Teredo (2001::/32) address leads to."""
+    found = []
+    if address.sixtofour is not None:
+        found.append(("6to4", address.sixtofour))
+    if address.teredo is not None:
+        server, client = address.teredo
+        found += [("Teredo", server), ("Teredo", client)]
+    return found
 
 
 def resolve(host: str, port: int) -> list[IpAddress]:
