@@ -93,6 +93,13 @@ def create_job(
         if existing is not None:
             return _replay(existing, request_hash, response)
     _check_job(session, owner.id, body, config)
+    if idempotency_key is not None:
+        # A retry racing its first request waits here for the first one's commit, then answers
+        # its job instead of counting that job against the queued limit.
+        limits.lock_owner(session, owner.id)
+        existing = catalog.find_idempotent_job(session, owner.id, idempotency_key)
+        if existing is not None:
+            return _replay(existing, request_hash, response)
     limits.check_may_queue(session, owner.id, settings=context.settings)
     if body.kind == "harden":
         limits.check_may_store(session, owner.id, settings=context.settings)

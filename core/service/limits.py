@@ -32,14 +32,18 @@ def queued_jobs(session: Session, owner_id: str) -> int:
     return int(count or 0)
 
 
+def lock_owner(session: Session, owner_id: str) -> None:
+    """Lock the owner's row until the caller commits its new job (PostgreSQL; SQLite has one
+    writer at a time), so two requests at once cannot both take the owner's last place."""
+    session.execute(select(Owner.id).where(Owner.id == owner_id).with_for_update(key_share=True))
+
+
 def check_may_queue(session: Session, owner_id: str, *, settings: Settings) -> None:
     """Raise TooManyQueuedJobs when the owner already has max_queued_jobs_per_owner queued."""
     limit = settings.max_queued_jobs_per_owner
     if limit is None:
         return
-    # The owner's row stays locked until the caller commits its new job (PostgreSQL), so two
-    # requests at once cannot both take the last place.
-    session.execute(select(Owner.id).where(Owner.id == owner_id).with_for_update(key_share=True))
+    lock_owner(session, owner_id)
     queued = queued_jobs(session, owner_id)
     if queued >= limit:
         raise TooManyQueuedJobs(

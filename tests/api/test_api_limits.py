@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from http_checks import (
     stored_files,
     upload_model,
 )
+from sqlalchemy import event
 
 from api.uploads import FORM_OVERHEAD_BYTES
 from core.robust.datasets.loading import DatasetSplits
@@ -234,3 +237,38 @@ def test_an_upload_declared_past_the_upload_limit_is_413_even_when_the_room_is_s
     assert str(upload_limit) in error["message"] and error["field"] == "file"
     assert stored_files(context) == files_before
     assert row_count(context, Model) == 1
+
+
+def test_a_keyed_retry_racing_its_first_request_at_the_queued_limit_gets_the_replay(
+    app_factory: Callable[..., TestClient], model_files: dict[str, Path]
+):
+    client = app_factory(max_queued_jobs_per_owner=1)
+    context = context_of(client)
+    alice = {**owner_headers(context, "alice"), "Idempotency-Key": "raced"}
+    model = store_model(context, alice, model_files["state_dict"])
+    inserted = threading.Event()
+
+    def hold_the_first_request_open(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        # The first request's job is inserted, its transaction (and owner lock) still open.
+        if statement.startswith("INSERT INTO jobs") and not inserted.is_set():
+            inserted.set()
+            time.sleep(1.0)
+
+    event.listen(context.engine, "after_cursor_execute", hold_the_first_request_open)
+    answers: dict[str, httpx.Response] = {}
+
+    def first() -> None:
+        answers["first"] = client.post("/v1/jobs", headers=alice, json=job_body(model["id"]))
+
+    thread = threading.Thread(target=first)
+    try:
+        thread.start()
+        assert inserted.wait(timeout=10)
+        answers["retry"] = client.post("/v1/jobs", headers=alice, json=job_body(model["id"]))
+        thread.join()
+    finally:
+        event.remove(context.engine, "after_cursor_execute", hold_the_first_request_open)
+
+    assert answers["first"].status_code == 202, answers["first"].text
+    assert answers["retry"].status_code == 200, answers["retry"].text
+    assert answers["retry"].json()["id"] == answers["first"].json()["id"]
