@@ -75,9 +75,15 @@ def _parse_header(header: str | None) -> tuple[int, list[str]]:
     signatures: list[str] = []
     for item in header.split(","):
         key, _, value = item.strip().partition("=")
-        if key == "t" and value.isdigit():
+        # ASCII only: str.isdigit accepts "²" (int() then raises) and compare_digest refuses
+        # a non-ASCII str; either is a malformed header, not a crash.
+        if key == "t" and value.isascii() and value.isdigit():
             timestamp = int(value)
         elif key == "v1" and value:
+            if not value.isascii():
+                raise WebhookSignatureError(
+                    f"malformed {SIGNATURE_HEADER} header: {header[:100]!r}"
+                )
             signatures.append(value)
     if timestamp is None or not signatures:
         raise WebhookSignatureError(f"malformed {SIGNATURE_HEADER} header: {header[:100]!r}")

@@ -17,7 +17,7 @@ class Webhook(ApiObject):
     events: list[str]  # job.queued, job.running, job.succeeded, job.failed, job.cancelled
     created_at: datetime
     # Answered once, by `client.webhooks.create`; None everywhere else: keep it then.
-    secret: str | None = None
+    secret: str | None = field(default=None, repr=False)
     raw: dict[str, Any] = field(repr=False, compare=False)
 
 

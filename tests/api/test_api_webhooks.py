@@ -185,6 +185,7 @@ def test_the_sdk_manages_webhooks(client: TestClient, headers: dict[str, str]):
     with Client("http://testserver", api_key, transport=through(client)) as sdk:
         created = sdk.webhooks.create(PUBLIC_URL, events=["job.failed"])
         assert created.secret is not None and created.secret.startswith("whsec_")
+        assert created.secret not in repr(created) and created.id in repr(created)  # logs
         assert sdk.webhooks.get(created.id).secret is None
         assert [webhook.id for webhook in sdk.webhooks.list()] == [created.id]
         assert list(sdk.webhooks.deliveries(created.id)) == []

@@ -32,6 +32,8 @@ def test_a_signed_delivery_verifies_and_gives_the_event():
         (header(timestamp=NOW + 301), "tolerance"),
         ("v1=abc", "malformed"),
         ("t=123", "malformed"),
+        ("t=\u00b2,v1=abc", "malformed"),  # a superscript two: isdigit, not int
+        (f"t={NOW},v1=\u00e9", "malformed"),  # compare_digest takes ASCII text only
         ("", "no Robustify-Signature"),
         (None, "no Robustify-Signature"),
     ],
