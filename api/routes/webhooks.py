@@ -27,14 +27,18 @@ WebhookId = Annotated[str, Path(max_length=40, pattern=ID_PATTERN)]
     "",
     status_code=201,
     summary="Create a webhook endpoint",
-    responses={409: {"description": "this owner already has the most endpoints allowed"}},
+    responses={
+        409: {"description": "this owner already has the most endpoints allowed"},
+        503: {"description": "the URL's host could not be resolved just now; retry"},
+    },
 )
 def create_webhook(
     body: WebhookCreate, owner: OwnerDep, session: SessionDep, context: ContextDep
 ) -> WebhookCreated:
     """Post the chosen job state changes to `url`, each signed with the `secret` answered here
     (and never again). A URL that is not http(s) or whose host is, or resolves to, a loopback,
-    private, link-local, multicast or reserved address is a 422 (`webhook_target_refused`)."""
+    private, link-local, multicast or reserved address is a 422 (`webhook_target_refused`); a
+    host that does not resolve is a 422 too, one the resolver failed on for now a 503."""
     endpoint = endpoints.create_endpoint(
         session,
         owner_id=owner.id,

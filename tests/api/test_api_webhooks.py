@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import socket
 from typing import Any
 
 import httpx
@@ -121,6 +122,29 @@ def test_bad_urls_are_refused_naming_the_problem(
 ):
     error = assert_error(create(client, headers, url=url), 422, "webhook_target_refused")
     assert error["field"] == "url" and named in error["message"], error
+
+
+def test_a_resolver_failing_for_now_is_a_503_not_a_refused_url(
+    client: TestClient,
+    headers: dict[str, str],
+    context: ServiceContext,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    real_getaddrinfo = socket.getaddrinfo
+
+    def resolver_down_for(name: str) -> Any:
+        def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+            if host == name:  # as glibc answers when its name servers do not respond
+                raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+            return real_getaddrinfo(host, *args, **kwargs)
+
+        return getaddrinfo
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver_down_for("hooks.example.com"))
+    response = create(client, headers, url="https://hooks.example.com/hook")
+    error = assert_error(response, 503, "service_unavailable")
+    assert error["field"] == "url" and "try again" in error["message"]
+    assert row_count(context, WebhookEndpoint) == 0
 
 
 def test_unknown_event_names_are_refused(client: TestClient, headers: dict[str, str]):

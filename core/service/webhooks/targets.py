@@ -14,7 +14,7 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
-from core.service.errors import WebhookTargetRefused
+from core.service.errors import ServiceUnavailable, WebhookTargetRefused
 
 MAX_URL_LENGTH = 2048
 SCHEMES = ("http", "https")
@@ -111,13 +111,21 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[tuple[str, ipaddress.
 
 
 def resolve(host: str, port: int) -> list[IpAddress]:
-    """Every address `host` names (itself when it is an address literal)."""
+    """Every address `host` names (itself when it is an address literal). WebhookTargetRefused
+    when it names none; ServiceUnavailable when the resolver failed for now (EAI_AGAIN)."""
     try:
         return [ipaddress.ip_address(host)]
     except ValueError:
         pass
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        if exc.errno == socket.EAI_AGAIN:  # the resolver failed for now: not the URL's fault
+            raise ServiceUnavailable(
+                f"url's host {host!r} could not be resolved just now ({exc}); try again",
+                field="url",
+            ) from exc
+        raise WebhookTargetRefused(f"url's host {host!r} does not resolve ({exc})") from exc
     except (OSError, UnicodeError) as exc:
         raise WebhookTargetRefused(f"url's host {host!r} does not resolve ({exc})") from exc
     addresses: list[IpAddress] = []
