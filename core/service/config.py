@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,9 +25,14 @@ class Settings(BaseSettings):
     # Where artifacts live: s3://bucket/prefix for an S3-compatible store, or a folder (a path
     # or file:///path, as artifacts_dir). Unset: the folder artifacts_dir.
     artifacts_url: str | None = None
-    # The S3 API of a store other than AWS (SeaweedFS, MinIO); credentials and region are
-    # boto3's own AWS_* variables.
+    # The S3 API of a store other than AWS (SeaweedFS, MinIO); credentials are boto3's own
+    # AWS_* variables.
     s3_endpoint_url: str | None = None
+    # The bucket's region, from AWS_REGION (which boto3 itself does not read); unset: boto3's
+    # own (AWS_DEFAULT_REGION, the config file).
+    aws_region: str | None = Field(
+        default=None, validation_alias=AliasChoices("aws_region", "AWS_REGION")
+    )
     datasets_dir: Path | None = None  # torchvision datasets; default: <data_dir>/datasets
     allow_download: bool = False
 

@@ -158,10 +158,27 @@ def test_the_region_is_aws_region_which_boto3_alone_ignores(monkeypatch: pytest.
     monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
     monkeypatch.setenv("AWS_REGION", "eu-west-3")
     settings = Settings(artifacts_url=f"s3://{BUCKET}/x", s3_endpoint_url="http://127.0.0.1:1")
+    assert settings.aws_region == "eu-west-3"  # read at the edge, with the other settings
 
     store = store_from_settings(settings)
 
     assert isinstance(store, S3ArtifactStore) and store.client.meta.region_name == "eu-west-3"
+
+
+def test_the_store_takes_its_region_from_the_settings_not_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    settings = Settings(
+        artifacts_url=f"s3://{BUCKET}/x",
+        s3_endpoint_url="http://127.0.0.1:1",
+        aws_region="ap-south-1",
+    )
+
+    store = store_from_settings(settings)
+
+    assert isinstance(store, S3ArtifactStore) and store.client.meta.region_name == "ap-south-1"
 
 
 def test_a_folder_url_picks_the_folder_store(tmp_path: Path):

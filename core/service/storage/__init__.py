@@ -38,7 +38,9 @@ def store_from_settings(settings: Settings) -> ArtifactStore:
         from core.service.storage.s3 import S3ArtifactStore
 
         return S3ArtifactStore.from_url(
-            settings.artifacts_url, endpoint_url=settings.s3_endpoint_url
+            settings.artifacts_url,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.aws_region,
         )
     return LocalArtifactStore(settings.resolved_artifacts_dir)
 

@@ -67,7 +67,9 @@ def main(timeout_seconds: float = 120.0) -> int:
     if not settings.artifacts_in_s3 or settings.artifacts_url is None:
         log.info("the artifacts are in a folder (%s): no bucket", settings.resolved_artifacts_dir)
         return 0
-    store = S3ArtifactStore.from_url(settings.artifacts_url, endpoint_url=settings.s3_endpoint_url)
+    store = S3ArtifactStore.from_url(
+        settings.artifacts_url, endpoint_url=settings.s3_endpoint_url, region=settings.aws_region
+    )
     try:
         created = ensure_bucket_when_up(store, timeout_seconds=timeout_seconds)
     except (ClientError, EndpointConnectionError) as exc:

@@ -5,8 +5,8 @@ A put is a multipart upload fed part by part as the stream arrives (never the wh
 memory), hashed and counted on the way; only CompleteMultipartUpload makes the object visible,
 so a refused or broken upload is aborted and leaves nothing (an object that fits in one part
 is a single PutObject, atomic too). Reads are ranged GETs. Credentials come from boto3's own
-sources (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...); the region from AWS_REGION, which
-boto3 itself does not read, else from boto3's (AWS_DEFAULT_REGION, the config file).
+sources (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...); the region is the one given (the
+settings' aws_region, from AWS_REGION), else boto3's (AWS_DEFAULT_REGION, the config file).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import tempfile
 import time
 from collections.abc import AsyncIterable, Iterable, Iterator
@@ -73,6 +72,7 @@ class S3ArtifactStore(ArtifactStore):
         prefix: str = "",
         *,
         endpoint_url: str | None = None,
+        region: str | None = None,
         client: Any = None,
         part_bytes: int = PART_BYTES,
     ) -> None:
@@ -82,13 +82,15 @@ class S3ArtifactStore(ArtifactStore):
         # A session of its own: boto3's default one resolves the credentials once per process
         # and keeps them, whatever the AWS_* variables say when a later store is built.
         self.client = client or boto3.session.Session().client(
-            "s3", endpoint_url=endpoint_url, region_name=os.environ.get("AWS_REGION") or None
+            "s3", endpoint_url=endpoint_url, region_name=region or None
         )
 
     @classmethod
-    def from_url(cls, url: str, *, endpoint_url: str | None = None) -> S3ArtifactStore:
+    def from_url(
+        cls, url: str, *, endpoint_url: str | None = None, region: str | None = None
+    ) -> S3ArtifactStore:
         bucket, prefix = parse_s3_url(url)
-        return cls(bucket, prefix, endpoint_url=endpoint_url)
+        return cls(bucket, prefix, endpoint_url=endpoint_url, region=region)
 
     def _object_key(self, key: str, *, allow_empty: bool = False) -> str:
         """The bucket's key for our `key` (checked: keys are ours, never user text)."""
