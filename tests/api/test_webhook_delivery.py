@@ -29,11 +29,13 @@ from webhook_receiver import (
     wait_until,
 )
 
+from core.service import auth
 from core.service.config import Settings
 from core.service.context import ServiceContext
 from core.service.db import transaction
 from core.service.jobs import lifecycle
 from core.service.tables import Model, WebhookDelivery
+from core.service.webhooks import endpoints
 from core.service.webhooks.delivery import Attempt, WebhookDeliverer, post, prune_finished
 from robustify.webhooks import verify_signature
 
@@ -432,3 +434,58 @@ def test_old_finished_deliveries_are_pruned_and_pending_ones_kept(
     remaining = deliveries(client, headers, endpoint["id"])
     assert [d["event_type"] for d in remaining] == ["job.cancelled"]
     assert prune_finished(context.sessions, older_than=datetime.now(UTC) - timedelta(days=1)) == 0
+
+
+def test_old_deliveries_are_pruned_while_a_post_is_in_flight(embedded_settings: Settings):
+    settings = embedded_settings.model_copy(
+        update={"webhooks_allow_private": True, "webhook_poll_interval_seconds": 0.05}
+    )
+    context = ServiceContext.build(settings)
+    deliverer = WebhookDeliverer(context.sessions, settings)
+    now = datetime.now(UTC)
+    try:
+        with trickling_receiver() as slow:
+            with transaction(context.sessions) as session:
+                owner_id = auth.create_key(session, owner_name="alice").record.owner_id
+                endpoint = endpoints.create_endpoint(
+                    session,
+                    owner_id=owner_id,
+                    url=slow.url,
+                    events=["job.queued"],
+                    allow_private=True,
+                )
+                session.add_all(
+                    [
+                        delivery_row(
+                            endpoint.id,
+                            "whd_old",
+                            status="delivered",
+                            created=now - timedelta(days=31),
+                        ),
+                        delivery_row(endpoint.id, "whd_due", status="pending", created=now),
+                    ]
+                )
+            deliverer.start()
+            wait_until(lambda: len(slow.accepted) == 1)  # the due one's post hangs...
+            # ...and the old one is pruned all the same.
+            wait_until(lambda: row_count(context, WebhookDelivery) == 1, timeout=2)
+            with context.sessions() as session:
+                assert session.get(WebhookDelivery, "whd_due") is not None
+    finally:  # the receiver gone first, the hanging post ends at once
+        deliverer.stop()
+        context.engine.dispose()
+
+
+def delivery_row(endpoint_id: str, delivery_id: str, *, status: str, created: datetime) -> Any:
+    return WebhookDelivery(
+        id=delivery_id,
+        endpoint_id=endpoint_id,
+        event_id=f"evt_{delivery_id}",
+        event_type="job.queued",
+        job_id="job_1",
+        body="{}",
+        status=status,
+        attempts=0,
+        next_attempt_at=created,
+        created_at=created,
+    )
