@@ -272,7 +272,8 @@ class _MultipartPut:
             if self.upload_id is None:
                 started = client.create_multipart_upload(Bucket=bucket, Key=self.object_key)
                 self.upload_id = started["UploadId"]
-            part = bytes(self.buffer[:size])
+            with memoryview(self.buffer) as view:  # one copy of the part, not two
+                part = bytes(view[:size])
             del self.buffer[:size]
             number = len(self.parts) + 1
             sent = client.upload_part(
