@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.service import catalog
+from sqlalchemy.orm import Session
+
+from core.service import auth, catalog
 from core.service.context import ServiceContext
 from core.service.ids import new_id
 from core.service.tables import Model
@@ -45,3 +47,25 @@ def register_digits_model(
     )
     catalog.insert_row(context.sessions, row)
     return row
+
+
+def owner_with_a_bare_model(session: Session) -> tuple[str, Model]:
+    """A new owner and a digits model row of theirs with no file behind it (flushed in
+    `session`), for tests that read only the rows: dispatch, the webhook outbox."""
+    owner_id = auth.create_key(session, owner_name=f"o-{new_id('own')[-6:]}").record.owner_id
+    model = Model(
+        id=new_id("mdl"),
+        owner_id=owner_id,
+        name="m",
+        format="state_dict",
+        architecture="builtin:digits_cnn",
+        input_shape=list(DIGITS_INPUT),
+        num_classes=10,
+        sha256="0" * 64,
+        size_bytes=1,
+        storage_key="models/none",
+        warnings=[],
+    )
+    session.add(model)
+    session.flush()
+    return owner_id, model

@@ -13,16 +13,16 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from model_rows import owner_with_a_bare_model
 from sqlalchemy import event, select
 
-from core.service import auth
 from core.service.config import Settings
 from core.service.context import ServiceContext
 from core.service.db import transaction
 from core.service.errors import JobCode
 from core.service.jobs import dispatch, lifecycle, pipeline, waiting
 from core.service.jobs.lifecycle import FAILED, QUEUED, RUNNING, SUCCEEDED
-from core.service.tables import Job, Model, utcnow
+from core.service.tables import Job, utcnow
 
 MAX_ATTEMPTS = 3
 
@@ -38,21 +38,7 @@ def context(request: pytest.FixtureRequest) -> Any:
 def new_owner(context: ServiceContext) -> tuple[str, str]:
     """An owner and a model row of theirs (no file: dispatch reads only the jobs)."""
     with transaction(context.sessions) as session:
-        owner_id = auth.create_key(session, owner_name=f"o-{uuid.uuid4().hex[:6]}").record.owner_id
-        model = Model(
-            id=f"mdl_{uuid.uuid4().hex[:12]}",
-            owner_id=owner_id,
-            name="m",
-            format="state_dict",
-            architecture="builtin:digits_cnn",
-            input_shape=[1, 8, 8],
-            num_classes=10,
-            sha256="0" * 64,
-            size_bytes=1,
-            storage_key="models/none",
-            warnings=[],
-        )
-        session.add(model)
+        owner_id, model = owner_with_a_bare_model(session)
         return owner_id, model.id
 
 

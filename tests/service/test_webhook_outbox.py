@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from model_rows import owner_with_a_bare_model
 from sqlalchemy import event, func, select, text
 
-from core.service import auth
 from core.service.config import Settings
 from core.service.context import ServiceContext
 from core.service.db import transaction
 from core.service.jobs import lifecycle
-from core.service.tables import Job, Model, WebhookDelivery, WebhookEndpoint
+from core.service.tables import Job, WebhookDelivery, WebhookEndpoint
 from core.service.webhooks import endpoints
 
 
@@ -32,22 +31,7 @@ def context(production_settings: Settings) -> Iterator[ServiceContext]:
 def running_job_with_endpoint(context: ServiceContext) -> tuple[str, str, str]:
     """(owner, job, endpoint): a job claimed by worker w1, its owner subscribed to its end."""
     with transaction(context.sessions) as session:
-        owner_id = auth.create_key(session, owner_name=f"o-{uuid.uuid4().hex[:6]}").record.owner_id
-        model = Model(
-            id=f"mdl_{uuid.uuid4().hex[:12]}",
-            owner_id=owner_id,
-            name="m",
-            format="state_dict",
-            architecture="builtin:digits_cnn",
-            input_shape=[1, 8, 8],
-            num_classes=10,
-            sha256="0" * 64,
-            size_bytes=1,
-            storage_key="models/none",
-            warnings=[],
-        )
-        session.add(model)
-        session.flush()
+        owner_id, model = owner_with_a_bare_model(session)
         job, _ = lifecycle.create_job(
             session,
             owner_id=owner_id,
