@@ -11,8 +11,8 @@ from typing import TypeVar
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from api.uploads import ReceivedUpload, receive_upload
-from core.service import catalog
+from api.uploads import ReceivedUpload, least_file_bytes, receive_upload
+from core.service import catalog, limits
 from core.service.context import ServiceContext
 from core.service.storage import ArtifactStore
 from core.service.tables import Base
@@ -36,27 +36,37 @@ async def store_checked_upload(
     """Receive the upload into the store at `key_for(filename)` (inside `prefix`) while holding
     one of the owner's upload slots, run `check_fields` on its form fields (what needs no
     file: refused before a remote store pays for a local copy), then `check` on a local copy
-    of it in a thread, and insert the row that `row_of` builds. Whatever fails on the way (a
-    refusal, a disconnect) removes everything under `prefix` again."""
-    try:
-        with request.app.state.upload_slots.take(owner_id):
-            upload = await receive_upload(
-                request,
-                context.store,
-                key_for=key_for,
-                max_bytes=max_bytes,
-                idle_timeout_seconds=context.settings.upload_idle_timeout_seconds,
-            )
-            if check_fields is not None:
-                check_fields(upload)
-            checked = await run_in_threadpool(
-                _check_stored, context.store, upload=upload, check=check
-            )
-        row = row_of(upload, checked)
-        await run_in_threadpool(catalog.insert_row, context.sessions, row)
-    except BaseException:
-        context.store.delete_prefix(prefix)
-        raise
+    of it in a thread, and insert the row that `row_of` builds. The upload may be `max_bytes`
+    at most, and no more than the owner's stored-bytes room: past the room a 429, past
+    `max_bytes` a 413. Whatever fails on the way (a refusal, a disconnect) removes everything
+    under `prefix` again."""
+    allowance = await run_in_threadpool(
+        limits.upload_allowance,
+        context.sessions,
+        owner_id,
+        settings=context.settings,
+        max_upload_bytes=max_bytes,
+    )
+    with allowance.refusing_past_it(least_file_bytes=least_file_bytes(request)):
+        try:
+            with request.app.state.upload_slots.take(owner_id):
+                upload = await receive_upload(
+                    request,
+                    context.store,
+                    key_for=key_for,
+                    max_bytes=allowance.max_bytes,
+                    idle_timeout_seconds=context.settings.upload_idle_timeout_seconds,
+                )
+                if check_fields is not None:
+                    check_fields(upload)
+                checked = await run_in_threadpool(
+                    _check_stored, context.store, upload=upload, check=check
+                )
+            row = row_of(upload, checked)
+            await run_in_threadpool(catalog.insert_row, context.sessions, row)
+        except BaseException:
+            context.store.delete_prefix(prefix)
+            raise
     return row
 
 

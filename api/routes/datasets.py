@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from api.deps import ContextDep, CursorQuery, FileCheckerDep, LimitQuery, OwnerDep, SessionDep
 from api.registration import store_checked_upload
@@ -17,10 +16,9 @@ from api.uploads import (
     UPLOAD_RESPONSES,
     ReceivedUpload,
     clean_text,
-    least_file_bytes,
     upload_request_body,
 )
-from core.service import catalog, limits
+from core.service import catalog
 from core.service.errors import InvalidRequest
 from core.service.ids import new_id
 from core.service.sandbox.validation import ValidatedDataset
@@ -80,25 +78,16 @@ async def upload_dataset(
             test_size=checked.test_size,
         )
 
-    allowance = await run_in_threadpool(
-        limits.upload_allowance,
-        context.sessions,
-        owner.id,
-        settings=context.settings,
-        max_upload_bytes=context.settings.max_dataset_bytes,
+    row = await store_checked_upload(
+        request,
+        context,
+        owner_id=owner.id,
+        prefix=prefix,
+        key_for=lambda filename: f"{prefix}/data{_suffix(filename)}",
+        max_bytes=context.settings.max_dataset_bytes,
+        check=lambda _upload, path: checker.check_dataset(path),
+        row_of=row_of,
     )
-    # Past the owner's stored-bytes limit: 429; past the upload's own limit: 413.
-    with allowance.refusing_past_it(least_file_bytes=least_file_bytes(request)):
-        row = await store_checked_upload(
-            request,
-            context,
-            owner_id=owner.id,
-            prefix=prefix,
-            key_for=lambda filename: f"{prefix}/data{_suffix(filename)}",
-            max_bytes=allowance.max_bytes,
-            check=lambda _upload, path: checker.check_dataset(path),
-            row_of=row_of,
-        )
     return DatasetOut.of(row)
 
 

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from api.deps import ContextDep, CursorQuery, FileCheckerDep, LimitQuery, OwnerDep, SessionDep
 from api.downloads import artifact_download
@@ -19,12 +18,11 @@ from api.uploads import (
     UPLOAD_RESPONSES,
     ReceivedUpload,
     clean_text,
-    least_file_bytes,
     upload_request_body,
 )
 from core.robust.datasets.catalog import MAX_CLASSES
 from core.robust.models.formats import FILE_SUFFIXES, FORMATS
-from core.service import catalog, limits
+from core.service import catalog
 from core.service.errors import InvalidRequest
 from core.service.ids import new_id
 from core.service.sandbox.validation import ModelDeclaration, ValidatedModel
@@ -85,26 +83,17 @@ async def upload_model(
             warnings=[],
         )
 
-    allowance = await run_in_threadpool(
-        limits.upload_allowance,
-        context.sessions,
-        owner.id,
-        settings=context.settings,
-        max_upload_bytes=context.settings.max_model_bytes,
+    row = await store_checked_upload(
+        request,
+        context,
+        owner_id=owner.id,
+        prefix=catalog.model_prefix(model_id),
+        key_for=lambda _filename: catalog.model_key(model_id),
+        max_bytes=context.settings.max_model_bytes,
+        check=check,
+        row_of=row_of,
+        check_fields=lambda upload: _declaration(upload.fields),
     )
-    # Past the owner's stored-bytes limit: 429; past the upload's own limit: 413.
-    with allowance.refusing_past_it(least_file_bytes=least_file_bytes(request)):
-        row = await store_checked_upload(
-            request,
-            context,
-            owner_id=owner.id,
-            prefix=catalog.model_prefix(model_id),
-            key_for=lambda _filename: catalog.model_key(model_id),
-            max_bytes=allowance.max_bytes,
-            check=check,
-            row_of=row_of,
-            check_fields=lambda upload: _declaration(upload.fields),
-        )
     return ModelOut.of(row)
 
 
