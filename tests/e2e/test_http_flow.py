@@ -4,7 +4,6 @@ resists PGD better than the uploaded one, as measured here."""
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -12,40 +11,15 @@ from typing import Any
 import httpx
 import torch
 from api_server import ApiServer
+from e2e_requests import create_api_key, digits_model_file, upload_digits_model
+from model_rows import DIGITS_INPUT
 from torch import nn
 from worker_harness import WorkerProcess, torch_threads
 
 from core.robust import ThreatModel, load_model
 from core.robust.datasets.loading import DatasetSplits
 from core.robust.evaluation import evaluate
-from core.robust.models.modelio import model_from_module, save_model
-from core.service import auth
 from core.service.config import Settings
-from core.service.context import ServiceContext
-from core.service.db import transaction
-
-DIGITS_INPUT = (1, 8, 8)
-
-
-def create_api_key(settings: Settings) -> str:
-    context = ServiceContext.build(settings)
-    try:
-        with transaction(context.sessions) as session:
-            return auth.create_key(session, owner_name="e2e").key
-    finally:
-        context.engine.dispose()
-
-
-def digits_model_file(net: nn.Module, folder: Path) -> Path:
-    model = model_from_module(
-        copy.deepcopy(net),
-        architecture="builtin:digits_cnn",
-        input_shape=DIGITS_INPUT,
-        num_classes=10,
-    )
-    path = folder / "digits_cnn.pt"
-    save_model(model, path)
-    return path
 
 
 def pgd_accuracy(path: Path, digits: DatasetSplits) -> float:
@@ -91,26 +65,14 @@ def test_upload_harden_poll_download_over_http(
     tmp_path: Path,
 ) -> None:
     api, worker = running_service
-    key = create_api_key(service_settings)
+    key = create_api_key(service_settings, owner_name="e2e")
     uploaded = digits_model_file(pretrained_cnn, tmp_path)
     client = httpx.Client(
         base_url=api.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=120
     )
 
-    with client, uploaded.open("rb") as file:
-        response = client.post(
-            "/v1/models",
-            files={"file": ("digits_cnn.pt", file, "application/octet-stream")},
-            data={
-                "name": "digits-cnn",
-                "format": "state_dict",
-                "architecture": "builtin:digits_cnn",
-                "num_classes": "10",
-                "input_shape": "[1,8,8]",
-            },
-        )
-        assert response.status_code == 201, response.text
-        model_id = response.json()["id"]
+    with client:
+        model_id = upload_digits_model(client, uploaded)
         response = client.post(
             "/v1/jobs",
             json={

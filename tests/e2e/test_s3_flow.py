@@ -8,7 +8,6 @@ of an upload leaves no object and no pending multipart upload behind."""
 
 from __future__ import annotations
 
-import copy
 import io
 import os
 import socket
@@ -21,20 +20,17 @@ import httpx
 import numpy as np
 import pytest
 from api_server import ApiServer
+from e2e_requests import create_api_key, digits_model_file, upload_digits_model
 from seaweed import S3Artifacts
 from torch import nn
 from worker_harness import WorkerProcess, wait_for, with_private_queue, worker_settings
 
 from core.robust.datasets.loading import DatasetSplits
-from core.robust.models.modelio import model_from_module, save_model
-from core.service import auth, catalog
+from core.service import catalog
 from core.service.config import Settings
-from core.service.context import ServiceContext
-from core.service.db import transaction
 from core.service.jobs.epochs import checkpoint_key
 from core.service.storage.s3 import PART_BYTES
 
-DIGITS_INPUT = (1, 8, 8)
 EPOCHS = 2
 
 
@@ -46,17 +42,6 @@ def digits_npz(digits: DatasetSplits) -> bytes:
         buffer, x=train_x.numpy(), y=train_y.numpy(), x_test=test_x.numpy(), y_test=test_y.numpy()
     )
     return buffer.getvalue()
-
-
-def digits_state_dict(net: nn.Module, folder: Path) -> bytes:
-    model = model_from_module(
-        copy.deepcopy(net),
-        architecture="builtin:digits_cnn",
-        input_shape=DIGITS_INPUT,
-        num_classes=10,
-    )
-    save_model(model, folder / "digits_cnn.pt")
-    return (folder / "digits_cnn.pt").read_bytes()
 
 
 def files_under(folder: Path) -> list[str]:
@@ -100,15 +85,6 @@ def s3_service(
     finally:
         worker.kill()
         api.stop()
-
-
-def create_api_key(settings: Settings) -> str:
-    context = ServiceContext.build(settings)
-    try:
-        with transaction(context.sessions) as session:
-            return auth.create_key(session, owner_name="s3-e2e").key
-    finally:
-        context.engine.dispose()
 
 
 def harden_body(model_id: str, dataset_id: str) -> dict[str, Any]:
@@ -158,32 +134,20 @@ def test_upload_harden_and_download_with_the_artifacts_in_s3(
     tmp_path: Path,
 ) -> None:
     api, worker, api_machine, worker_machine = s3_service
-    key = create_api_key(production_settings)
-    model_bytes = digits_state_dict(pretrained_cnn, tmp_path)
+    key = create_api_key(production_settings, owner_name="s3-e2e")
+    model_file = digits_model_file(pretrained_cnn, tmp_path)
     client = httpx.Client(
         base_url=api.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=120
     )
     with client:
-        response = client.post(
-            "/v1/models",
-            files={"file": ("digits_cnn.pt", model_bytes, "application/octet-stream")},
-            data={
-                "name": "digits-cnn",
-                "format": "state_dict",
-                "architecture": "builtin:digits_cnn",
-                "num_classes": "10",
-                "input_shape": "[1,8,8]",
-            },
-        )
-        assert response.status_code == 201, response.text
-        model_id = response.json()["id"]
+        model_id = upload_digits_model(client, model_file)
         npz = digits_npz(digits)
         response = client.post("/v1/datasets", files={"file": ("digits.npz", npz)})
         assert response.status_code == 201, response.text
         dataset = response.json()
         # Both uploads are objects in the bucket, byte for byte, and nowhere else.
         store = s3_artifacts.store()
-        assert b"".join(store.open_range(catalog.model_key(model_id))) == model_bytes
+        assert b"".join(store.open_range(catalog.model_key(model_id))) == model_file.read_bytes()
         assert [key for key in s3_artifacts.object_keys() if key.startswith("datasets/")] == [
             f"datasets/{dataset['id']}/data.npz"
         ]
@@ -230,7 +194,7 @@ def test_an_upload_whose_client_goes_away_leaves_no_part_in_the_bucket(
     api = ApiServer(settings, tmp_path / "api.log")
     try:
         api.wait_healthy()
-        key = create_api_key(settings)
+        key = create_api_key(settings, owner_name="s3-e2e")
         sent = PART_BYTES + 2 * 1024 * 1024  # a first part goes to the bucket, then the cut
         form = b'--b\r\nContent-Disposition: form-data; name="file"; filename="m.pt"\r\n\r\n'
         head = (
