@@ -183,7 +183,12 @@ def test_upload_harden_and_download_with_the_artifacts_in_s3(
     # process's data dir; the job folder and the upload check's copies are gone from TMPDIR.
     assert files_under(api_machine.data_dir) == []
     assert files_under(worker_machine.data_dir) == []
-    assert files_under(worker_machine.temp_dir) == []
+    # The job folder goes when the worker leaves the job, just after its end is committed.
+    wait_for(
+        lambda: files_under(worker_machine.temp_dir) == [],
+        timeout=30,
+        what="the worker to remove the job's folder from its temp folder",
+    )
     assert files_under(api_machine.temp_dir) == []
 
 
